@@ -1,0 +1,313 @@
+"""StarCoderTransformer: `document` annotations in, StarCoder2 generations out.
+
+The same params, setters, getters and defaults as Spark NLP's StarCoderTransformer, plus the
+ones Spark NLP keeps in Scala (maxInputLength, stopTokenIds, randomSeed, nReturnSequences)
+and a few more (stopStrings, returnFullText, device, dtype). Inference runs per partition in
+the Python workers (`mapInArrow`), with the model loaded once per worker from `modelSource`.
+"""
+
+from __future__ import annotations
+
+import random
+
+from pyspark import keyword_only
+from pyspark.ml import Transformer
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+from pyspark.sql import DataFrame
+from pyspark.sql.types import StructField, StructType
+
+from pipelines.annotators.annotation_schema import ANNOTATION_ARRAY_TYPE, DOCUMENT, annotator_metadata
+from pipelines.annotators.annotator_properties import AnnotatorProperties, HasBatchedAnnotate
+from pipelines.engine.params import GenerationParams, ModelSpec, validate_generation_value
+from pipelines.model_source import DEFAULT_PRETRAINED, resolve_model, resolve_pretrained
+
+
+def _param(name, doc, converter):
+    return Param(Params._dummy(), name, doc, typeConverter=converter)
+
+
+class StarCoderTransformer(
+    Transformer, AnnotatorProperties, HasBatchedAnnotate, DefaultParamsReadable, DefaultParamsWritable
+):
+    """StarCoder2 code generation over `document` annotations."""
+
+    name = "StarCoderTransformer"
+    inputAnnotatorTypes = [DOCUMENT]
+    outputAnnotatorType = DOCUMENT
+
+    configProtoBytes = _param(
+        "configProtoBytes",
+        "ConfigProto from tensorflow, serialized into byte array (accepted for compatibility; unused)",
+        TypeConverters.toListInt,
+    )
+    engine = _param("engine", "Deep Learning engine used for this model", TypeConverters.toString)
+    minOutputLength = _param("minOutputLength", "Minimum length of the sequence to be generated", TypeConverters.toInt)
+    maxOutputLength = _param("maxOutputLength", "Maximum length of output text", TypeConverters.toInt)
+    doSample = _param("doSample", "Whether or not to use sampling; use greedy decoding otherwise", TypeConverters.toBoolean)
+    temperature = _param("temperature", "The value used to module the next token probabilities", TypeConverters.toFloat)
+    topK = _param("topK", "The number of highest probability vocabulary tokens to keep for top-k-filtering", TypeConverters.toInt)
+    topP = _param(
+        "topP",
+        "If set to float < 1, only the most probable tokens with probabilities that add up to ``top_p`` or higher are kept for generation",
+        TypeConverters.toFloat,
+    )
+    repetitionPenalty = _param(
+        "repetitionPenalty", "The parameter for repetition penalty. 1.0 means no penalty.", TypeConverters.toFloat
+    )
+    noRepeatNgramSize = _param(
+        "noRepeatNgramSize", "If set to int > 0, all ngrams of that size can only occur once", TypeConverters.toInt
+    )
+    ignoreTokenIds = _param(
+        "ignoreTokenIds", "A list of token ids which are ignored in the decoder's output", TypeConverters.toListInt
+    )
+    maxInputLength = _param(
+        "maxInputLength", "Maximum prompt length in tokens; longer prompts keep their last tokens", TypeConverters.toInt
+    )
+    stopTokenIds = _param("stopTokenIds", "Token ids that end a generation", TypeConverters.toListInt)
+    randomSeed = _param("randomSeed", "Seed for sampling; outputs are reproducible with the same seed", TypeConverters.toInt)
+    nReturnSequences = _param("nReturnSequences", "Number of sequences to return per prompt", TypeConverters.toInt)
+    stopStrings = _param(
+        "stopStrings", "Strings that end a generation; the stop string is not returned", TypeConverters.toListString
+    )
+    returnFullText = _param(
+        "returnFullText", "Return prompt + completion (True, as Spark NLP) or the completion only", TypeConverters.toBoolean
+    )
+    modelSource = _param(
+        "modelSource", "Directory (local, dbfs:/, /Volumes/...) or hub id of the StarCoder2 model", TypeConverters.toString
+    )
+    device = _param("device", "Where to run the model: auto, cpu or cuda", TypeConverters.toString)
+    dtype = _param("dtype", "Weights precision: auto, float32, bfloat16, float16 or int8 (CPU)", TypeConverters.toString)
+    numThreads = _param(
+        "numThreads", "Torch threads per task; 0 uses the cores Spark gives each task (spark.task.cpus)", TypeConverters.toInt
+    )
+
+    @keyword_only
+    def __init__(self, **kwargs):
+        super().__init__()
+        self._setDefault(
+            outputCol="generation",
+            lazyAnnotator=False,
+            engine="pytorch",
+            minOutputLength=0,
+            maxOutputLength=20,
+            doSample=False,
+            temperature=0.6,
+            topK=50,
+            topP=0.9,
+            repetitionPenalty=1.0,
+            noRepeatNgramSize=0,
+            ignoreTokenIds=[],
+            batchSize=1,
+            maxInputLength=4096,
+            stopTokenIds=[],
+            nReturnSequences=1,
+            stopStrings=[],
+            returnFullText=True,
+            device="auto",
+            dtype="auto",
+            numThreads=0,
+        )
+        self._set(**self._input_kwargs)
+
+    def _set(self, **kwargs):
+        """Set params, rejecting out-of-range values at once with the param's name."""
+        super()._set(**kwargs)
+        for name in kwargs:
+            if kwargs[name] is not None:
+                validate_generation_value(name, self.getOrDefault(name))
+        return self
+
+    # --- Spark NLP setters / getters ---------------------------------------------------------
+    def setConfigProtoBytes(self, b):
+        return self._set(configProtoBytes=b)
+
+    def setMinOutputLength(self, value):
+        return self._set(minOutputLength=value)
+
+    def getMinOutputLength(self):
+        return self.getOrDefault(self.minOutputLength)
+
+    def setMaxOutputLength(self, value):
+        return self._set(maxOutputLength=value)
+
+    def getMaxOutputLength(self):
+        return self.getOrDefault(self.maxOutputLength)
+
+    def setDoSample(self, value):
+        return self._set(doSample=value)
+
+    def getDoSample(self):
+        return self.getOrDefault(self.doSample)
+
+    def setTemperature(self, value):
+        return self._set(temperature=value)
+
+    def getTemperature(self):
+        return self.getOrDefault(self.temperature)
+
+    def setTopK(self, value):
+        return self._set(topK=value)
+
+    def getTopK(self):
+        return self.getOrDefault(self.topK)
+
+    def setTopP(self, value):
+        return self._set(topP=value)
+
+    def getTopP(self):
+        return self.getOrDefault(self.topP)
+
+    def setRepetitionPenalty(self, value):
+        return self._set(repetitionPenalty=value)
+
+    def getRepetitionPenalty(self):
+        return self.getOrDefault(self.repetitionPenalty)
+
+    def setNoRepeatNgramSize(self, value):
+        return self._set(noRepeatNgramSize=value)
+
+    def getNoRepeatNgramSize(self):
+        return self.getOrDefault(self.noRepeatNgramSize)
+
+    def setIgnoreTokenIds(self, value):
+        return self._set(ignoreTokenIds=value)
+
+    def getIgnoreTokenIds(self):
+        return self.getOrDefault(self.ignoreTokenIds)
+
+    def getEngine(self):
+        return self.getOrDefault(self.engine)
+
+    # --- params Spark NLP has in Scala only, and this pipeline's own --------------------------
+    def setMaxInputLength(self, value):
+        return self._set(maxInputLength=value)
+
+    def getMaxInputLength(self):
+        return self.getOrDefault(self.maxInputLength)
+
+    def setStopTokenIds(self, value):
+        return self._set(stopTokenIds=value)
+
+    def getStopTokenIds(self):
+        return self.getOrDefault(self.stopTokenIds)
+
+    def setRandomSeed(self, value):
+        return self._set(randomSeed=value)
+
+    def getRandomSeed(self):
+        return self.getOrDefault(self.randomSeed) if self.isDefined(self.randomSeed) else None
+
+    def setNReturnSequences(self, value):
+        return self._set(nReturnSequences=value)
+
+    def getNReturnSequences(self):
+        return self.getOrDefault(self.nReturnSequences)
+
+    def setStopStrings(self, value):
+        return self._set(stopStrings=value)
+
+    def getStopStrings(self):
+        return self.getOrDefault(self.stopStrings)
+
+    def setReturnFullText(self, value):
+        return self._set(returnFullText=value)
+
+    def getReturnFullText(self):
+        return self.getOrDefault(self.returnFullText)
+
+    def setModelSource(self, value):
+        return self._set(modelSource=value)
+
+    def getModelSource(self):
+        return self.getOrDefault(self.modelSource)
+
+    def setDevice(self, value):
+        return self._set(device=value)
+
+    def getDevice(self):
+        return self.getOrDefault(self.device)
+
+    def setDtype(self, value):
+        return self._set(dtype=value)
+
+    def getDtype(self):
+        return self.getOrDefault(self.dtype)
+
+    def setNumThreads(self, value):
+        return self._set(numThreads=value)
+
+    def getNumThreads(self):
+        return self.getOrDefault(self.numThreads)
+
+    # --- loading ------------------------------------------------------------------------------
+    @staticmethod
+    def loadSavedModel(folder, spark_session=None, use_openvino=False):
+        """A StarCoderTransformer for a Hugging Face StarCoder2 directory (local, dbfs:/ or a volume).
+
+        The directory is checked here, on the driver: config.json of a StarCoder2 model,
+        safetensors weights and tokenizer.json. Tasks load the model from the same path.
+        """
+        if use_openvino:
+            raise ValueError("use_openvino=True is not available; the model runs on PyTorch (engine='pytorch')")
+        resolved = resolve_model(folder)
+        return StarCoderTransformer(modelSource=resolved.path)
+
+    @staticmethod
+    def pretrained(name=DEFAULT_PRETRAINED, lang="en", remote_loc=None):
+        """Resolve a Spark NLP model name (e.g. starcoder2_3b_int8) or a hub id to a model.
+
+        Without network access this fails at once and says how to point at a directory instead.
+        """
+        resolved = resolve_pretrained(name, lang, remote_loc)
+        return StarCoderTransformer(modelSource=resolved.path, dtype=resolved.dtype)
+
+    # --- the typed settings the engine runs with ----------------------------------------------
+    def generation_params(self) -> GenerationParams:
+        seed = self.getRandomSeed()
+        if seed is None and self.getDoSample():
+            # Chosen once on the driver so that retried tasks draw the same samples.
+            seed = random.SystemRandom().randrange(1 << 31)
+        return GenerationParams(
+            max_output_length=self.getMaxOutputLength(),
+            min_output_length=self.getMinOutputLength(),
+            do_sample=self.getDoSample(),
+            temperature=self.getTemperature(),
+            top_k=self.getTopK(),
+            top_p=self.getTopP(),
+            repetition_penalty=self.getRepetitionPenalty(),
+            no_repeat_ngram_size=self.getNoRepeatNgramSize(),
+            ignore_token_ids=tuple(self.getIgnoreTokenIds()),
+            stop_token_ids=tuple(self.getStopTokenIds()),
+            stop_strings=tuple(self.getStopStrings()),
+            max_input_length=self.getMaxInputLength(),
+            random_seed=seed,
+            n_return_sequences=self.getNReturnSequences(),
+            return_full_text=self.getReturnFullText(),
+        )
+
+    def model_spec(self) -> ModelSpec:
+        if not self.isDefined(self.modelSource):
+            raise ValueError(
+                "StarCoderTransformer has no model: create it with StarCoderTransformer.loadSavedModel(dir, spark) "
+                "or .pretrained(name), or call setModelSource(dir)"
+            )
+        source = resolve_model(self.getModelSource()).path  # fails here, on the driver, if it is gone
+        return ModelSpec(source=source, device=self.getDevice(), dtype=self.getDtype(), num_threads=self.getNumThreads())
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        from pipelines.spark.partition_generation import PartitionGenerator
+
+        self.check_input_columns(dataset.schema)
+        out_col = self.getOutputCol()
+        fields = [f for f in dataset.schema.fields if f.name != out_col]
+        out_schema = StructType(fields + [StructField(out_col, ANNOTATION_ARRAY_TYPE, True)])
+        generator = PartitionGenerator(
+            input_cols=self.getInputCols(),
+            output_col=out_col,
+            model=self.model_spec(),
+            params=self.generation_params(),
+            batch_size=self.getBatchSize(),
+        )
+        result = dataset.mapInArrow(generator, out_schema)
+        return result.withColumn(out_col, result[out_col].alias(out_col, metadata=annotator_metadata(DOCUMENT)))

@@ -1,0 +1,140 @@
+"""Text in, completions out: tokenise, truncate, batch by length, generate, detokenise.
+
+`GenerationEngine` is what a Spark worker (or a plain Python program) holds on to: the model
+and tokenizer are loaded once, and `complete()` is called for every chunk of prompts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+
+from pipelines.engine.generate import generate_batch
+from pipelines.engine.model_loader import load_model
+from pipelines.engine.params import GenerationParams, InvalidParamError, ModelSpec
+from pipelines.engine.tokenizer import CodeTokenizer
+
+FINISH_EMPTY = "empty_input"
+
+
+@dataclass
+class Completion:
+    """One generated sequence for one prompt."""
+
+    text: str  # prompt + completion when return_full_text, else the completion alone
+    completion: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # eos | stop | length | empty_input
+    truncated: bool  # the prompt was cut from the left to max_input_length tokens
+    seed: int | None  # the draw's seed when sampling
+
+
+def sequence_seed(base_seed: int, prompt: str, sample_index: int) -> int:
+    """A per-sequence seed that depends only on the run's seed, the prompt and the sample number."""
+    digest = hashlib.blake2b(f"{base_seed}\x00{sample_index}\x00{prompt}".encode("utf-8", "surrogatepass"), digest_size=8)
+    return int.from_bytes(digest.digest(), "little") & ((1 << 63) - 1)
+
+
+class StopStrings:
+    """Detects stop strings in a growing completion by decoding only its tail."""
+
+    def __init__(self, tokenizer: CodeTokenizer, stop_strings: tuple[str, ...]):
+        self._tokenizer = tokenizer
+        self._stops = stop_strings
+        # A token decodes to at least one character, so this many tokens cover any stop string.
+        self._tail = max(len(s) for s in stop_strings) + 2
+
+    def __call__(self, token_ids: list[int]) -> bool:
+        tail = self._tokenizer.decode(token_ids[-self._tail:])
+        return any(s in tail for s in self._stops)
+
+    def cut(self, text: str) -> str:
+        """The text up to the first stop string (the stop string itself is not returned)."""
+        hits = [i for i in (text.find(s) for s in self._stops) if i >= 0]
+        return text[: min(hits)] if hits else text
+
+
+class GenerationEngine:
+    def __init__(self, model, tokenizer: CodeTokenizer, device: torch.device):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+
+    @classmethod
+    def load(cls, spec: ModelSpec) -> "GenerationEngine":
+        if spec.num_threads:
+            torch.set_num_threads(spec.num_threads)
+        model, device = load_model(spec)
+        return cls(model, CodeTokenizer.from_dir(spec.source), device)
+
+    def use_threads(self, n: int) -> None:
+        """Match intra-op threads to the cores this worker was given."""
+        if n > 0 and torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+
+    def complete(self, prompts: list[str], params: GenerationParams, batch_size: int = 8) -> list[list[Completion]]:
+        """For each prompt, `params.n_return_sequences` completions, in the prompts' order."""
+        if params.n_return_sequences > 1 and not params.do_sample:
+            raise InvalidParamError("nReturnSequences > 1 needs doSample=True: greedy decoding gives one answer")
+        if params.do_sample and params.random_seed is None:
+            raise InvalidParamError("randomSeed must be set when doSample=True, so that reruns and retries agree")
+        encoded = self.tokenizer.encode_batch(prompts)
+        limit = params.max_input_length
+        truncated = [len(ids) > limit for ids in encoded]
+        encoded = [ids[-limit:] for ids in encoded]  # keep the end: that is where completion happens
+
+        # One request per (prompt, sample); sorted by length so batches carry little padding.
+        requests = [(p, s) for p in range(len(prompts)) for s in range(params.n_return_sequences) if encoded[p]]
+        requests.sort(key=lambda r: len(encoded[r[0]]))
+        stop = StopStrings(self.tokenizer, params.stop_strings) if params.stop_strings else None
+        seeds = {
+            r: sequence_seed(params.random_seed, prompts[r[0]], r[1]) if params.do_sample else None
+            for r in requests
+        }
+        outputs = {}
+        for start in range(0, len(requests), batch_size):
+            batch = requests[start:start + batch_size]
+            results = generate_batch(
+                self.model,
+                [encoded[p] for p, _ in batch],
+                params,
+                self.tokenizer.eos_token_id,
+                self.device,
+                seeds=[seeds[r] for r in batch],
+                stop_check=stop,
+            )
+            outputs.update(zip(batch, results))
+
+        completions = []
+        for p, prompt in enumerate(prompts):
+            row = []
+            for s in range(params.n_return_sequences):
+                if not encoded[p]:
+                    row.append(Completion(prompt, "", 0, 0, FINISH_EMPTY, False, None))
+                    continue
+                out = outputs[(p, s)]
+                text = self._completion_text(encoded[p], out.token_ids, out.ends_with_stop_token, stop)
+                row.append(
+                    Completion(
+                        text=prompt + text if params.return_full_text else text,
+                        completion=text,
+                        prompt_tokens=len(encoded[p]),
+                        completion_tokens=len(out.token_ids),
+                        finish_reason=out.finish_reason,
+                        truncated=truncated[p],
+                        seed=seeds[(p, s)],
+                    )
+                )
+            completions.append(row)
+        return completions
+
+    def _completion_text(self, prompt_ids, generated, ends_with_stop_token, stop) -> str:
+        if ends_with_stop_token:
+            generated = generated[:-1]
+        # Decode with the prompt so characters split across the boundary decode correctly.
+        prompt_text = self.tokenizer.decode(prompt_ids)
+        text = self.tokenizer.decode(prompt_ids + generated)[len(prompt_text):]
+        return stop.cut(text) if stop else text

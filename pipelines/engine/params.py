@@ -1,0 +1,121 @@
+"""Typed, validated settings of one generation run: what to generate and with which model.
+
+These objects are the one way settings reach the engine, whether they come from an
+annotator's Params, a YAML file or the command line. Each field is checked with a message
+that names it by the annotator param a user sets (`maxOutputLength`, `topP`, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
+
+
+class InvalidParamError(ValueError):
+    """A generation or model setting has a value the engine cannot use."""
+
+
+def check_param(name: str, ok: bool, expected: str, value) -> None:
+    if not ok:
+        raise InvalidParamError(f"{name} must be {expected}, got {value!r}")
+
+
+def validate_generation_value(name: str, value) -> None:
+    """Check one generation param by its annotator name; raise InvalidParamError if it is out of range."""
+    rules = {
+        "maxOutputLength": (lambda v: v >= 1, "an integer >= 1"),
+        "minOutputLength": (lambda v: v >= 0, "an integer >= 0"),
+        "temperature": (lambda v: v > 0, "a number > 0"),
+        "topK": (lambda v: v >= 0, "an integer >= 0 (0 disables top-k)"),
+        "topP": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+        "repetitionPenalty": (lambda v: v > 0, "a number > 0 (1.0 means no penalty)"),
+        "noRepeatNgramSize": (lambda v: v >= 0, "an integer >= 0 (0 disables it)"),
+        "maxInputLength": (lambda v: v >= 1, "an integer >= 1"),
+        "nReturnSequences": (lambda v: v >= 1, "an integer >= 1"),
+        "batchSize": (lambda v: v >= 1, "an integer >= 1"),
+        "ignoreTokenIds": (lambda v: all(i >= 0 for i in v), "a list of token ids >= 0"),
+        "stopTokenIds": (lambda v: all(i >= 0 for i in v), "a list of token ids >= 0"),
+        "stopStrings": (lambda v: all(isinstance(s, str) and s for s in v), "a list of non-empty strings"),
+        "device": (lambda v: v in DEVICES, f"one of {', '.join(DEVICES)}"),
+        "dtype": (lambda v: v in DTYPES, f"one of {', '.join(DTYPES)}"),
+    }
+    if name in rules:
+        ok, expected = rules[name]
+        check_param(name, ok(value), expected, value)
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """How to generate. Defaults are Spark NLP's StarCoderTransformer defaults."""
+
+    max_output_length: int = 20
+    min_output_length: int = 0
+    do_sample: bool = False
+    temperature: float = 0.6
+    top_k: int = 50
+    top_p: float = 0.9
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    ignore_token_ids: tuple[int, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    stop_strings: tuple[str, ...] = ()
+    max_input_length: int = 4096
+    random_seed: int | None = None
+    n_return_sequences: int = 1
+    return_full_text: bool = True
+
+    # field name -> annotator param name, for messages users can act on
+    PARAM_NAMES = {
+        "max_output_length": "maxOutputLength",
+        "min_output_length": "minOutputLength",
+        "do_sample": "doSample",
+        "temperature": "temperature",
+        "top_k": "topK",
+        "top_p": "topP",
+        "repetition_penalty": "repetitionPenalty",
+        "no_repeat_ngram_size": "noRepeatNgramSize",
+        "ignore_token_ids": "ignoreTokenIds",
+        "stop_token_ids": "stopTokenIds",
+        "stop_strings": "stopStrings",
+        "max_input_length": "maxInputLength",
+        "random_seed": "randomSeed",
+        "n_return_sequences": "nReturnSequences",
+        "return_full_text": "returnFullText",
+    }
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                object.__setattr__(self, f.name, tuple(value))
+            validate_generation_value(self.PARAM_NAMES[f.name], getattr(self, f.name))
+        if self.min_output_length > self.max_output_length:
+            raise InvalidParamError(
+                f"minOutputLength ({self.min_output_length}) must not exceed "
+                f"maxOutputLength ({self.max_output_length})"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to run and how: a resolved local directory (or hub id) plus device and dtype."""
+
+    source: str
+    device: str = "auto"
+    dtype: str = "auto"
+    # Threads per Python worker; 0 means "the cores Spark gave the task" (or all, outside Spark).
+    num_threads: int = 0
+
+    def __post_init__(self):
+        check_param("model source", bool(self.source), "a model directory or hub id", self.source)
+        validate_generation_value("device", self.device)
+        validate_generation_value("dtype", self.dtype)
+        check_param("num_threads", self.num_threads >= 0, "an integer >= 0", self.num_threads)
+
+    def cache_key(self) -> tuple:
+        return (self.source, self.device, self.dtype)

@@ -1,0 +1,59 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Workers must run this interpreter, with this checkout importable.
+ROOT = Path(__file__).resolve().parent.parent
+os.environ["PYSPARK_PYTHON"] = sys.executable
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random StarCoder2 model (GQA, sliding window 64, real vocabulary) with the real tokenizer.
+
+    Weights are drawn wider than the usual init so that greedy output varies from token to token.
+    """
+    from pipelines.engine.model_builder import build_random_model
+
+    return build_random_model(tmp_path_factory.mktemp("models") / "tiny", "tiny", seed=0, initializer_range=0.3)
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_model_dir):
+    from pipelines.engine.engine import GenerationEngine
+    from pipelines.engine.params import ModelSpec
+
+    return GenerationEngine.load(ModelSpec(source=str(tiny_model_dir)))
+
+
+@pytest.fixture(scope="session")
+def load_log(tmp_path_factory):
+    path = tmp_path_factory.mktemp("loads") / "loads.txt"
+    os.environ["STARCODER_PIPELINES_LOAD_LOG"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory, load_log):
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("starcoder-pipelines-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.sql.warehouse.dir", str(tmp_path_factory.mktemp("warehouse")))
+        .config("spark.driver.memory", "2g")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
