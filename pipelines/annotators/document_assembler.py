@@ -159,12 +159,13 @@ class DocumentAssembler(Transformer, DefaultParamsReadable, DefaultParamsWritabl
             annotations = F.transform(
                 dataset[col],
                 lambda text, idx: self._annotation(
-                    self._cleaned(F.coalesce(text, F.lit(""))),
+                    self._cleaned(F.make_valid_utf8(F.coalesce(text, F.lit("")))),
                     self._metadata(dataset, {**extra, "sentence": idx.cast("string")}),
                 ),
             )
         elif isinstance(data_type, StringType):
-            text = self._cleaned(F.coalesce(dataset[col], F.lit("")))
+            # Bytes that are not UTF-8 (possible in Parquet written by other tools) become U+FFFD.
+            text = self._cleaned(F.make_valid_utf8(F.coalesce(dataset[col], F.lit(""))))
             annotations = F.array(self._annotation(text, self._metadata(dataset, {**extra, "sentence": F.lit("0")})))
         else:
             raise ValueError(

@@ -21,6 +21,7 @@ from pipelines.annotators.annotation_schema import ANNOTATION_ARRAY_TYPE, DOCUME
 from pipelines.annotators.annotator_properties import AnnotatorProperties, HasBatchedAnnotate
 from pipelines.engine.params import GenerationParams, ModelSpec, validate_generation_value
 from pipelines.model_source import DEFAULT_PRETRAINED, resolve_model, resolve_pretrained
+from pipelines.stop_presets import stop_strings
 
 
 def _param(name, doc, converter):
@@ -70,6 +71,11 @@ class StarCoderTransformer(
     stopStrings = _param(
         "stopStrings", "Strings that end a generation; the stop string is not returned", TypeConverters.toListString
     )
+    stopPreset = _param(
+        "stopPreset",
+        "Language whose stop strings end a completion (python: a new top-level def/class/if/print/#); '' for none",
+        TypeConverters.toString,
+    )
     returnFullText = _param(
         "returnFullText", "Return prompt + completion (True, as Spark NLP) or the completion only", TypeConverters.toBoolean
     )
@@ -78,6 +84,16 @@ class StarCoderTransformer(
     )
     device = _param("device", "Where to run the model: auto, cpu or cuda", TypeConverters.toString)
     dtype = _param("dtype", "Weights precision: auto, float32, bfloat16, float16 or int8 (CPU)", TypeConverters.toString)
+    maxBatchTokens = _param(
+        "maxBatchTokens",
+        "Bound on rows x (longest prompt + maxOutputLength) per forward pass; 0 for none (batchSize only)",
+        TypeConverters.toInt,
+    )
+    onRowError = _param(
+        "onRowError",
+        "A row whose generation fails: 'fail' the task, or 'keep' it with metadata error=<message>",
+        TypeConverters.toString,
+    )
     numThreads = _param(
         "numThreads", "Torch threads per task; 0 uses the cores Spark gives each task (spark.task.cpus)", TypeConverters.toInt
     )
@@ -103,10 +119,13 @@ class StarCoderTransformer(
             stopTokenIds=[],
             nReturnSequences=1,
             stopStrings=[],
+            stopPreset="",
             returnFullText=True,
             device="auto",
             dtype="auto",
             numThreads=0,
+            onRowError="fail",
+            maxBatchTokens=0,
         )
         self._set(**self._input_kwargs)
 
@@ -116,6 +135,8 @@ class StarCoderTransformer(
         for name in kwargs:
             if kwargs[name] is not None:
                 validate_generation_value(name, self.getOrDefault(name))
+        if kwargs.get("stopPreset") is not None:
+            stop_strings(kwargs["stopPreset"])  # raises on an unknown language
         return self
 
     # --- Spark NLP setters / getters ---------------------------------------------------------
@@ -210,6 +231,12 @@ class StarCoderTransformer(
     def getStopStrings(self):
         return self.getOrDefault(self.stopStrings)
 
+    def setStopPreset(self, value):
+        return self._set(stopPreset=value)
+
+    def getStopPreset(self):
+        return self.getOrDefault(self.stopPreset)
+
     def setReturnFullText(self, value):
         return self._set(returnFullText=value)
 
@@ -239,6 +266,18 @@ class StarCoderTransformer(
 
     def getNumThreads(self):
         return self.getOrDefault(self.numThreads)
+
+    def setMaxBatchTokens(self, value):
+        return self._set(maxBatchTokens=value)
+
+    def getMaxBatchTokens(self):
+        return self.getOrDefault(self.maxBatchTokens)
+
+    def setOnRowError(self, value):
+        return self._set(onRowError=value)
+
+    def getOnRowError(self):
+        return self.getOrDefault(self.onRowError)
 
     # --- loading ------------------------------------------------------------------------------
     @staticmethod
@@ -279,7 +318,7 @@ class StarCoderTransformer(
             no_repeat_ngram_size=self.getNoRepeatNgramSize(),
             ignore_token_ids=tuple(self.getIgnoreTokenIds()),
             stop_token_ids=tuple(self.getStopTokenIds()),
-            stop_strings=tuple(self.getStopStrings()),
+            stop_strings=stop_strings(self.getStopPreset(), self.getStopStrings()),
             max_input_length=self.getMaxInputLength(),
             random_seed=seed,
             n_return_sequences=self.getNReturnSequences(),
@@ -308,6 +347,8 @@ class StarCoderTransformer(
             model=self.model_spec(),
             params=self.generation_params(),
             batch_size=self.getBatchSize(),
+            on_row_error=self.getOnRowError(),
+            max_batch_tokens=self.getMaxBatchTokens(),
         )
         result = dataset.mapInArrow(generator, out_schema)
         return result.withColumn(out_col, result[out_col].alias(out_col, metadata=annotator_metadata(DOCUMENT)))

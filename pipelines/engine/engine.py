@@ -11,12 +11,14 @@ from dataclasses import dataclass
 
 import torch
 
+from pipelines import faults
 from pipelines.engine.generate import generate_batch
 from pipelines.engine.model_loader import load_model
 from pipelines.engine.params import GenerationParams, InvalidParamError, ModelSpec
-from pipelines.engine.tokenizer import CodeTokenizer
+from pipelines.engine.tokenizer import FILE_SEP, FIM_MIDDLE, FIM_PAD, FIM_PREFIX, FIM_SUFFIX, REPO_NAME, CodeTokenizer
 
 FINISH_EMPTY = "empty_input"
+FINISH_ERROR = "error"
 
 
 @dataclass
@@ -30,12 +32,32 @@ class Completion:
     finish_reason: str  # eos | stop | length | empty_input
     truncated: bool  # the prompt was cut from the left to max_input_length tokens
     seed: int | None  # the draw's seed when sampling
+    error: str | None = None  # why this prompt could not be completed
+
+
+def failed(error: BaseException) -> Completion:
+    """The answer for a prompt whose generation raised: no text, the error kept."""
+    return Completion("", "", 0, 0, FINISH_ERROR, False, None, f"{type(error).__name__}: {error}")
 
 
 def sequence_seed(base_seed: int, prompt: str, sample_index: int) -> int:
     """A per-sequence seed that depends only on the run's seed, the prompt and the sample number."""
     digest = hashlib.blake2b(f"{base_seed}\x00{sample_index}\x00{prompt}".encode("utf-8", "surrogatepass"), digest_size=8)
     return int.from_bytes(digest.digest(), "little") & ((1 << 63) - 1)
+
+
+def plan_batches(lengths: list[int], batch_size: int, max_new: int, max_batch_tokens: int = 0):
+    """Split requests sorted by prompt length into [start, end) batches within both bounds."""
+    start = 0
+    while start < len(lengths):
+        end = start + 1
+        while end < len(lengths) and end - start < batch_size:
+            # Sorted ascending, so lengths[end] is the batch's longest prompt if it joins.
+            if max_batch_tokens and (end - start + 1) * (lengths[end] + max_new) > max_batch_tokens:
+                break
+            end += 1
+        yield start, end
+        start = end
 
 
 class StopStrings:
@@ -62,6 +84,12 @@ class GenerationEngine:
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
+        self.fim_middle_id = tokenizer.token_id(FIM_MIDDLE)
+        # A FIM middle ends at end-of-text (always a stop) or at any of these: the model has
+        # moved on to another file or another FIM segment.
+        self.fim_stop_ids = frozenset(
+            tokenizer.token_id(t) for t in (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD, FILE_SEP, REPO_NAME)
+        )
 
     @classmethod
     def load(cls, spec: ModelSpec) -> "GenerationEngine":
@@ -75,8 +103,14 @@ class GenerationEngine:
         if n > 0 and torch.get_num_threads() != n:
             torch.set_num_threads(n)
 
-    def complete(self, prompts: list[str], params: GenerationParams, batch_size: int = 8) -> list[list[Completion]]:
-        """For each prompt, `params.n_return_sequences` completions, in the prompts' order."""
+    def complete(
+        self, prompts: list[str], params: GenerationParams, batch_size: int = 8, max_batch_tokens: int = 0
+    ) -> list[list[Completion]]:
+        """For each prompt, `params.n_return_sequences` completions, in the prompts' order.
+
+        `max_batch_tokens` (0: no bound) caps rows x (longest prompt + max_output_length) per batch,
+        which bounds the KV cache and activations of every forward pass.
+        """
         if params.n_return_sequences > 1 and not params.do_sample:
             raise InvalidParamError("nReturnSequences > 1 needs doSample=True: greedy decoding gives one answer")
         if params.do_sample and params.random_seed is None:
@@ -90,21 +124,20 @@ class GenerationEngine:
         requests = [(p, s) for p in range(len(prompts)) for s in range(params.n_return_sequences) if encoded[p]]
         requests.sort(key=lambda r: len(encoded[r[0]]))
         stop = StopStrings(self.tokenizer, params.stop_strings) if params.stop_strings else None
+        is_fim = [bool(ids) and ids[-1] == self.fim_middle_id for ids in encoded]
         seeds = {
             r: sequence_seed(params.random_seed, prompts[r[0]], r[1]) if params.do_sample else None
             for r in requests
         }
         outputs = {}
-        for start in range(0, len(requests), batch_size):
-            batch = requests[start:start + batch_size]
-            results = generate_batch(
-                self.model,
-                [encoded[p] for p, _ in batch],
-                params,
-                self.tokenizer.eos_token_id,
-                self.device,
-                seeds=[seeds[r] for r in batch],
-                stop_check=stop,
+        lengths = [len(encoded[p]) for p, _ in requests]
+        for start, end in plan_batches(lengths, batch_size, params.max_output_length, max_batch_tokens):
+            batch = requests[start:end]
+            for p, _ in batch:
+                faults.check_prompt(prompts[p])
+            row_stops = [self.fim_stop_ids if is_fim[p] else frozenset() for p, _ in batch]
+            results = self._generate_splitting_on_oom(
+                [encoded[p] for p, _ in batch], params, [seeds[r] for r in batch], stop, row_stops
             )
             outputs.update(zip(batch, results))
 
@@ -117,9 +150,10 @@ class GenerationEngine:
                     continue
                 out = outputs[(p, s)]
                 text = self._completion_text(encoded[p], out.token_ids, out.ends_with_stop_token, stop)
+                full_text = params.return_full_text and not is_fim[p]  # a FIM answer is the middle alone
                 row.append(
                     Completion(
-                        text=prompt + text if params.return_full_text else text,
+                        text=prompt + text if full_text else text,
                         completion=text,
                         prompt_tokens=len(encoded[p]),
                         completion_tokens=len(out.token_ids),
@@ -130,6 +164,24 @@ class GenerationEngine:
                 )
             completions.append(row)
         return completions
+
+    def _generate_splitting_on_oom(self, prompts, params, seeds, stop, row_stops):
+        """Generate a batch; if it runs out of memory, generate each half on its own instead."""
+        try:
+            faults.check_batch(len(prompts))
+            return generate_batch(
+                self.model, prompts, params, self.tokenizer.eos_token_id, self.device,
+                seeds=seeds, stop_check=stop, row_stop_ids=row_stops,
+            )
+        except (torch.OutOfMemoryError, MemoryError):
+            if len(prompts) == 1:
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            half = len(prompts) // 2
+            return self._generate_splitting_on_oom(
+                prompts[:half], params, seeds[:half], stop, row_stops[:half]
+            ) + self._generate_splitting_on_oom(prompts[half:], params, seeds[half:], stop, row_stops[half:])
 
     def _completion_text(self, prompt_ids, generated, ends_with_stop_token, stop) -> str:
         if ends_with_stop_token:

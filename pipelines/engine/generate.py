@@ -92,8 +92,12 @@ def generate_batch(
     device: torch.device,
     seeds: list[int] | None = None,
     stop_check: Callable[[list[int]], bool] | None = None,
+    row_stop_ids: list[frozenset[int]] | None = None,
 ) -> list[SequenceOutput]:
-    """Generate for every prompt (token ids, none empty); outputs in the prompts' order."""
+    """Generate for every prompt (token ids, none empty); outputs in the prompts' order.
+
+    `row_stop_ids` adds stop tokens for single rows (fill-in-the-middle rows stop at FIM tokens).
+    """
     assert prompts and all(prompts), "every prompt needs at least one token"
     from transformers import DynamicCache
 
@@ -129,7 +133,7 @@ def generate_batch(
             generated[idx].append(token)
             if token == eos_id:
                 finish[idx], by_token[idx] = FINISH_EOS, True
-            elif token in stop_ids:
+            elif token in stop_ids or (row_stop_ids is not None and token in row_stop_ids[idx]):
                 finish[idx], by_token[idx] = FINISH_STOP, True
             elif stop_check is not None and stop_check(generated[idx]):
                 finish[idx] = FINISH_STOP

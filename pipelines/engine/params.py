@@ -35,11 +35,13 @@ def validate_generation_value(name: str, value) -> None:
         "maxInputLength": (lambda v: v >= 1, "an integer >= 1"),
         "nReturnSequences": (lambda v: v >= 1, "an integer >= 1"),
         "batchSize": (lambda v: v >= 1, "an integer >= 1"),
+        "maxBatchTokens": (lambda v: v >= 0, "an integer >= 0 (0: no bound)"),
         "ignoreTokenIds": (lambda v: all(i >= 0 for i in v), "a list of token ids >= 0"),
         "stopTokenIds": (lambda v: all(i >= 0 for i in v), "a list of token ids >= 0"),
         "stopStrings": (lambda v: all(isinstance(s, str) and s for s in v), "a list of non-empty strings"),
         "device": (lambda v: v in DEVICES, f"one of {', '.join(DEVICES)}"),
         "dtype": (lambda v: v in DTYPES, f"one of {', '.join(DTYPES)}"),
+        "onRowError": (lambda v: v in ("fail", "keep"), "'fail' or 'keep'"),
     }
     if name in rules:
         ok, expected = rules[name]

@@ -13,6 +13,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
+from pipelines import faults
 from pipelines.annotators.annotation_schema import ANNOTATION_ARRAY_TYPE, document
 from pipelines.engine.params import GenerationParams, ModelSpec
 from pipelines.spark import model_cache
@@ -47,6 +48,8 @@ def output_metadata(source: dict, completion, sequence: int) -> dict[str, str]:
         seed="none" if completion.seed is None else str(completion.seed),
         sequence=str(sequence),
     )
+    if completion.error is not None:
+        meta["error"] = completion.error
     return meta
 
 
@@ -59,6 +62,8 @@ class PartitionGenerator:
     model: ModelSpec
     params: GenerationParams
     batch_size: int
+    on_row_error: str = "fail"
+    max_batch_tokens: int = 0
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark.sql.pandas.types import to_arrow_type
@@ -70,6 +75,7 @@ class PartitionGenerator:
         started = time.perf_counter()
         for batch in batches:
             if engine is None and batch.num_rows:
+                faults.at_partition_start()
                 engine = model_cache.get_engine(self.model)
                 engine.use_threads(self.model.num_threads or task_cores())
             generations, batch_tokens = self._generate(engine, batch)
@@ -93,8 +99,8 @@ class PartitionGenerator:
         while len(per_row) < batch.num_rows:
             per_row.append([])
 
-        prompts = [a["result"] for row in per_row for a in row]
-        completions = iter(engine.complete(prompts, self.params, self.batch_size)) if prompts else iter(())
+        annotations = [a for row in per_row for a in row]
+        completions = iter(self._complete(engine, annotations))
         generations, tokens = [], 0
         for row in per_row:
             out = []
@@ -104,6 +110,34 @@ class PartitionGenerator:
                     out.append(document(completion.text, output_metadata(dict(annotation["metadata"] or []), completion, seq)))
             generations.append(out)
         return generations, tokens
+
+    def _complete(self, engine, annotations: list[dict]) -> list:
+        """Complete all prompts at once; if that fails, one by one, so one bad row fails alone."""
+        from pipelines.engine.engine import failed
+        from pipelines.engine.params import InvalidParamError
+
+        prompts = [a["result"] for a in annotations]
+        if not prompts:
+            return []
+        try:
+            return engine.complete(prompts, self.params, self.batch_size, self.max_batch_tokens)
+        except InvalidParamError:
+            raise  # a setting is wrong for every row: no row can succeed
+        except Exception as batch_error:
+            log.warning("batch of %d prompts failed (%s); retrying row by row", len(prompts), batch_error)
+        results = []
+        for annotation, prompt in zip(annotations, prompts):
+            try:
+                results.extend(engine.complete([prompt], self.params, 1))
+            except Exception as e:
+                row_id = dict(annotation["metadata"] or []).get("id", "<no id column>")
+                if self.on_row_error == "fail":
+                    raise RuntimeError(
+                        f"generation failed for the row with id {row_id}: {type(e).__name__}: {e}. "
+                        "Set onRowError='keep' (output.on_error=keep) to keep such rows with their error"
+                    ) from e
+                results.append([failed(e)] * self.params.n_return_sequences)
+        return results
 
     def _log_partition(self, rows: int, tokens: int, seconds: float) -> None:
         from pyspark import TaskContext

@@ -1,0 +1,14 @@
+"""Paths to what ships inside the package: the demo model and the sample corpus."""
+
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEMO_MODEL = ASSETS / "demo-model"
+SAMPLE_PROMPTS = ASSETS / "sample-corpus" / "prompts.parquet"
+SAMPLE_FIM = ASSETS / "sample-corpus" / "fim.parquet"
+PREFIX = "bundled:"
+
+
+def resolve(value: str) -> str:
+    """`bundled:demo-model` -> the installed asset's path; anything else unchanged."""
+    return str(ASSETS / value[len(PREFIX):]) if value.startswith(PREFIX) else value

@@ -1,0 +1,260 @@
+"""The job configuration: one YAML schema, validated into one typed object.
+
+`load_config("conf/local.yaml", ["generation.max_output_length=64"])` reads the file,
+applies dotted command-line overrides, and checks every key and type, naming the key and
+the file on any error. The result carries the engine's own `GenerationParams` and
+`ModelSpec`, so the settings the engine runs with are exactly the ones validated here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from pipelines import bundled
+from pipelines.engine.params import GenerationParams, InvalidParamError
+from pipelines.stop_presets import stop_strings
+
+OUTPUT_MODES = ("error", "overwrite", "resume")
+ON_ERROR = ("fail", "keep")
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the key and the file."""
+
+
+@dataclass
+class SparkSettings:
+    master: str | None = None  # None: whatever spark-submit or the cluster says
+    app_name: str = "starcoder-pipelines"
+    conf: dict[str, str | int | float | bool] = field(default_factory=dict)
+
+
+@dataclass
+class InputSettings:
+    path: str = ""
+    id_col: str = "id"
+    text_col: str = "text"
+    passthrough_cols: list[str] = field(default_factory=list)
+    # Fill-in-the-middle: when both are set, prompts are built from prefix and suffix.
+    prefix_col: str | None = None
+    suffix_col: str | None = None
+    middle_col: str | None = None  # the true middle of FIM rows: scored by exact match and edit similarity
+    path_col: str | None = None  # file path, given to the model as FIM context (<file_sep>path)
+    language_col: str | None = None  # groups the FIM scores in the summary
+    cleanup_mode: str = "disabled"
+
+
+@dataclass
+class ModelSettings:
+    source: str = ""
+    device: str = "auto"
+    dtype: str = "auto"
+    num_threads: int = 0
+
+
+@dataclass
+class GenerationSettings:
+    max_output_length: int = 20
+    min_output_length: int = 0
+    do_sample: bool = False
+    temperature: float = 0.6
+    top_k: int = 50
+    top_p: float = 0.9
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    ignore_token_ids: list[int] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    stop_strings: list[str] = field(default_factory=list)
+    stop_preset: str = ""  # a language of pipelines.stop_presets, combined with stop_strings
+    max_input_length: int = 4096
+    random_seed: int | None = None
+    n_return_sequences: int = 1
+    return_full_text: bool = True
+    batch_size: int = 8
+    max_batch_tokens: int = 0  # bound on rows x (longest prompt + max_output_length) per forward pass
+
+    def params(self) -> GenerationParams:
+        values = dataclasses.asdict(self)
+        values.pop("batch_size")
+        values.pop("max_batch_tokens")
+        values["stop_strings"] = stop_strings(values.pop("stop_preset"), values["stop_strings"])
+        return GenerationParams(**values)
+
+
+@dataclass
+class OutputSettings:
+    path: str = ""
+    mode: str = "error"
+    shards: int = 8  # units of commit and of resume; each is written and committed on its own
+    partitions_per_shard: int = 0  # 0: Spark's default parallelism
+    on_error: str = "keep"  # a row whose generation fails: keep it with its error, or fail the job
+
+
+@dataclass
+class JobConfig:
+    spark: SparkSettings = field(default_factory=SparkSettings)
+    input: InputSettings = field(default_factory=InputSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    output: OutputSettings = field(default_factory=OutputSettings)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _type_ok(value, annotation) -> bool:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return any(_type_ok(value, a) for a in args)
+    if annotation is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_type_ok(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_type_ok(k, args[0]) and _type_ok(v, args[1]) for k, v in value.items())
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def _type_name(annotation) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+
+
+def _build(cls, data, where: str, source: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {where or 'the top level'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"{source}: unknown key {key!r}; the keys of {where or 'the config'} are {names}")
+    values = {}
+    for name in names:
+        if name not in data:
+            continue
+        key = f"{where}.{name}" if where else name
+        annotation = hints[name]
+        if dataclasses.is_dataclass(annotation):
+            values[name] = _build(annotation, data[name], key, source)
+        elif not _type_ok(data[name], annotation):
+            raise ConfigError(
+                f"{source}: {key} must be {_type_name(annotation)}, got {data[name]!r} ({type(data[name]).__name__})"
+            )
+        else:
+            values[name] = float(data[name]) if annotation is float else data[name]
+    return cls(**values)
+
+
+def apply_override(data: dict, override: str) -> None:
+    """Apply `section.key=value` (value in YAML syntax) to a nested dict."""
+    if "=" not in override:
+        raise ConfigError(f"--set {override!r}: expected section.key=value, e.g. generation.max_output_length=64")
+    dotted, raw = override.split("=", 1)
+    keys = dotted.strip().split(".")
+    node, cls = data, JobConfig
+    for i, k in enumerate(keys[:-1]):
+        hint = typing.get_type_hints(cls).get(k) if cls is not None else None
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {override!r}: {k} is not a section")
+        if typing.get_origin(hint) is dict:
+            # A map such as spark.conf: the rest of the dotted name is one key (spark.task.cpus).
+            keys = keys[: i + 1] + [".".join(keys[i + 1:])]
+            break
+        cls = hint if dataclasses.is_dataclass(hint) else None
+    node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+
+
+def config_from_dict(data: dict, source: str = "<dict>") -> JobConfig:
+    config = _build(JobConfig, resolve_bundled_paths(data), "", source)
+    check_values(config, source)
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> JobConfig:
+    """Read a YAML config (or start from the defaults), apply overrides, validate."""
+    data: dict = {}
+    source = "command line"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from e
+        source = str(p)
+    for override in overrides:
+        apply_override(data, override)
+    data = resolve_bundled_paths(data)
+    if overrides:
+        source += " (with --set " + ", ".join(overrides) + ")"
+    return config_from_dict(data, source)
+
+
+def resolve_bundled_paths(data: dict) -> dict:
+    """`bundled:` paths point into the installed package (the embedded model and corpus)."""
+    for section, key in (("input", "path"), ("model", "source")):
+        value = (data.get(section) or {}).get(key)
+        if isinstance(value, str):
+            data[section][key] = bundled.resolve(value)
+    return data
+
+
+def check_values(config: JobConfig, source: str) -> None:
+    def fail(key, msg):
+        raise ConfigError(f"{source}: {key} {msg}")
+
+    if not config.input.path:
+        fail("input.path", "is required: a Parquet file, directory or glob")
+    if not config.output.path:
+        fail("output.path", "is required: the Parquet directory to write")
+    if not config.model.source:
+        fail("model.source", "is required: a model directory, dbfs:/ path or hub id")
+    if config.output.mode not in OUTPUT_MODES:
+        fail("output.mode", f"must be one of {', '.join(OUTPUT_MODES)}, got {config.output.mode!r}")
+    if config.output.on_error not in ON_ERROR:
+        fail("output.on_error", f"must be one of {', '.join(ON_ERROR)}, got {config.output.on_error!r}")
+    if config.output.shards < 1:
+        fail("output.shards", f"must be >= 1, got {config.output.shards}")
+    if config.output.partitions_per_shard < 0:
+        fail("output.partitions_per_shard", f"must be >= 0, got {config.output.partitions_per_shard}")
+    if config.generation.batch_size < 1:
+        fail("generation.batch_size", f"must be >= 1, got {config.generation.batch_size}")
+    if config.generation.max_batch_tokens < 0:
+        fail("generation.max_batch_tokens", f"must be >= 0, got {config.generation.max_batch_tokens}")
+    if (config.input.prefix_col is None) != (config.input.suffix_col is None):
+        fail("input.prefix_col", "and input.suffix_col must be set together (fill-in-the-middle)")
+    if config.input.middle_col is not None and config.input.prefix_col is None:
+        fail("input.middle_col", "is scored against fill-in-the-middle output: set input.prefix_col/suffix_col too")
+    from pipelines.engine.params import DEVICES, DTYPES
+
+    if config.model.device not in DEVICES:
+        fail("model.device", f"must be one of {', '.join(DEVICES)}, got {config.model.device!r}")
+    if config.model.dtype not in DTYPES:
+        fail("model.dtype", f"must be one of {', '.join(DTYPES)}, got {config.model.dtype!r}")
+    try:
+        stop_strings(config.generation.stop_preset)
+    except ValueError as e:
+        fail("generation.stop_preset", str(e).split(" ", 1)[1])
+    try:
+        config.generation.params()
+    except InvalidParamError as e:
+        # The engine names params as the annotator does; say which config key that is.
+        reverse = {v: k for k, v in GenerationParams.PARAM_NAMES.items()}
+        name = str(e).split(" ", 1)[0]
+        raise ConfigError(f"{source}: generation.{reverse.get(name, name)}: {e}") from e

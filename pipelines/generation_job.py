@@ -1,0 +1,169 @@
+"""The batch generation job: input table -> DocumentAssembler -> StarCoderTransformer -> sharded Parquet.
+
+`generations(df, config)` is the pure DataFrame -> DataFrame step; `run(spark, config)` adds
+input checks, sharded atomic writes, resume and the summary. Every check that can fail does
+so before a model is loaded or anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+
+from pyspark.ml import Pipeline
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from pipelines.annotators.document_assembler import DocumentAssembler
+from pipelines.annotators.starcoder_transformer import StarCoderTransformer
+from pipelines.config import JobConfig
+from pipelines.fim import fim_prompt_column
+from pipelines.input_table import check_ids, read_input
+from pipelines.model_source import resolve_model
+from pipelines.sharded_output import SHARD_COL, ShardedOutput, shard_of
+from pipelines.summary import Summary, summarize
+
+log = logging.getLogger("pipelines.job")
+
+DOCUMENT_COL = "document"
+GENERATION_COL = "generation"
+PROMPT_COL = "_prompt"
+METRIC_COLUMNS = ("completion", "prompt_tokens", "completion_tokens", "finish_reason", "truncated", "error")
+
+
+def build_pipeline(config: JobConfig, model_path: str | None = None) -> Pipeline:
+    g = config.generation
+    assembler = DocumentAssembler(
+        inputCol=PROMPT_COL, outputCol=DOCUMENT_COL, idCol=config.input.id_col, cleanupMode=config.input.cleanup_mode
+    )
+    starcoder = StarCoderTransformer(
+        inputCols=[DOCUMENT_COL],
+        outputCol=GENERATION_COL,
+        modelSource=model_path or config.model.source,
+        device=config.model.device,
+        dtype=config.model.dtype,
+        numThreads=config.model.num_threads,
+        maxOutputLength=g.max_output_length,
+        minOutputLength=g.min_output_length,
+        doSample=g.do_sample,
+        temperature=g.temperature,
+        topK=g.top_k,
+        topP=g.top_p,
+        repetitionPenalty=g.repetition_penalty,
+        noRepeatNgramSize=g.no_repeat_ngram_size,
+        ignoreTokenIds=g.ignore_token_ids,
+        stopTokenIds=g.stop_token_ids,
+        stopStrings=g.stop_strings,
+        stopPreset=g.stop_preset,
+        maxInputLength=g.max_input_length,
+        nReturnSequences=g.n_return_sequences,
+        returnFullText=g.return_full_text,
+        batchSize=g.batch_size,
+        maxBatchTokens=g.max_batch_tokens,
+        onRowError=config.output.on_error,
+    )
+    if g.random_seed is not None:
+        starcoder.setRandomSeed(g.random_seed)
+    return Pipeline(stages=[assembler, starcoder])
+
+
+def with_prompt(df: DataFrame, config: JobConfig) -> DataFrame:
+    i = config.input
+    if i.prefix_col is not None:
+        return df.withColumn(PROMPT_COL, fim_prompt_column(i.prefix_col, i.suffix_col, path_col=i.path_col))
+    return df.withColumn(PROMPT_COL, F.col(i.text_col))
+
+
+def fim_scores(middle_col: str):
+    """Exact match and edit similarity (1 - Levenshtein / longer length) of generated vs true middle."""
+    generated, truth = F.col("completion"), F.col(middle_col)
+    longest = F.greatest(F.char_length(generated), F.char_length(truth))
+    return [
+        (generated == truth).alias("exact_match"),
+        F.when(longest == 0, F.lit(1.0))
+        .otherwise(1 - F.levenshtein(generated, truth) / longest).alias("edit_similarity"),
+    ]
+
+
+def generations(df: DataFrame, config: JobConfig, model_path: str | None = None) -> DataFrame:
+    """Generate for every row; keep id and passthrough columns, add annotations and flat metrics."""
+    prompted = with_prompt(df, config)
+    generated = build_pipeline(config, model_path).fit(prompted).transform(prompted)
+    first = F.col(GENERATION_COL)[0]
+    meta = first["metadata"]
+    prompt_text = F.col(DOCUMENT_COL)[0]["result"]
+    completion = (
+        F.expr(f"substring({GENERATION_COL}[0].result, char_length({DOCUMENT_COL}[0].result) + 1)")
+        if config.generation.return_full_text and config.input.prefix_col is None  # FIM results are middles
+        else first["result"]
+    )
+    i = config.input
+    keep = [i.id_col] + [c for c in [*i.passthrough_cols, i.middle_col, i.language_col] if c and c != i.id_col]
+    keep = list(dict.fromkeys(keep))
+    out = generated.select(
+        *keep,
+        GENERATION_COL,
+        F.when(prompt_text.isNotNull(), completion).alias("completion"),
+        meta["prompt_tokens"].cast("int").alias("prompt_tokens"),
+        F.aggregate(
+            F.col(GENERATION_COL), F.lit(0), lambda acc, a: acc + a["metadata"]["completion_tokens"].cast("int")
+        ).alias("completion_tokens"),
+        meta["finish_reason"].alias("finish_reason"),
+        (meta["truncated"] == "true").alias("truncated"),
+        meta["error"].alias("error"),
+    )
+    return out.select("*", *fim_scores(i.middle_col)) if i.middle_col else out
+
+
+def manifest(config: JobConfig, model_path: str) -> dict:
+    """What must not change between a run and its resume."""
+    settings = {k: v for k, v in config.generation.__dict__.items() if k not in ("batch_size", "max_batch_tokens")}
+    fingerprint = hashlib.sha256(repr(sorted(settings.items())).encode()).hexdigest()[:16]
+    return {
+        "input": config.input.path,
+        "id_col": config.input.id_col,
+        "model": model_path,
+        "generation": fingerprint,
+    }
+
+
+def run(spark: SparkSession, config: JobConfig) -> Summary:
+    started = time.time()
+    df = read_input(spark, config.input)
+    check_ids(df, config.input.id_col)
+    model_path = resolve_model(config.model.source, config.model.dtype).path
+    output = ShardedOutput(
+        spark, config.output.path, config.output.shards, config.output.mode, manifest(config, model_path)
+    )
+    pending = output.prepare()
+    output.start()
+    log.info("output %s: %d of %d shards to write", config.output.path, len(pending), config.output.shards)
+
+    parts = config.output.partitions_per_shard or spark.sparkContext.defaultParallelism
+    generation_started = time.time()
+    for n, shard in enumerate(pending, 1):
+        shard_rows = df.where(shard_of(config.input.id_col, config.output.shards) == shard)
+        shard_out = generations(shard_rows.repartition(parts), config, model_path)
+        output.write_shard(shard_out, shard)
+        log.info("shard %d committed (%d/%d this run)", shard, n, len(pending))
+    generation_seconds = time.time() - generation_started
+
+    written = output.read()
+    rows_in = df.count()
+    rows_out = written.count()
+    if rows_out != rows_in:
+        raise RuntimeError(
+            f"output {config.output.path} has {rows_out} rows for {rows_in} input rows; it was not marked "
+            "complete. Rerun with output.mode=resume or overwrite"
+        )
+    output.commit()
+    summary = summarize(
+        written, config, rows_in=rows_in, shards_written=pending, generation_seconds=generation_seconds,
+        seconds=time.time() - started, master=spark.sparkContext.master, model_path=model_path,
+    )
+    summary.write(output.fs, f"{output.path}/_summary.json")
+    return summary
+
+
+__all__ = ["build_pipeline", "generations", "run", "SHARD_COL", "METRIC_COLUMNS"]

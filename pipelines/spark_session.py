@@ -1,0 +1,32 @@
+"""The SparkSession a job runs in, built from the config's `spark` section."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from pipelines.config import SparkSettings
+
+
+def worker_environment() -> None:
+    """Python workers run this interpreter and can import this package, even from a checkout."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    root = str(Path(__file__).resolve().parent.parent)
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if root not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, *paths]))
+
+
+def build_session(settings: SparkSettings) -> SparkSession:
+    worker_environment()
+    builder = SparkSession.builder.appName(settings.app_name)
+    if settings.master:
+        builder = builder.master(settings.master)
+    # Shard commits rely on the v1 committer: files become visible only when a shard commits.
+    builder = builder.config("spark.hadoop.mapreduce.fileoutputcommitter.algorithm.version", "1")
+    for key, value in settings.conf.items():
+        builder = builder.config(key, str(value))
+    return builder.getOrCreate()

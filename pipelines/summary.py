@@ -1,0 +1,107 @@
+"""The run summary: computed from the committed output, printed as a table, written as JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from pipelines.config import JobConfig
+
+
+@dataclass
+class Summary:
+    rows_in: int
+    rows_out: int
+    rows_with_errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    completion_tokens_this_run: int
+    shards_written_this_run: int
+    shards_total: int
+    generation_seconds: float
+    wall_seconds: float
+    tokens_per_second: float
+    finish_reasons: dict[str, int]
+    model: str
+    master: str
+    output: str
+    params: dict = field(default_factory=dict)
+    # Fill-in-the-middle runs with a true middle: {language: {rows, exact_match, edit_similarity}}
+    fim_scores: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    def table(self) -> str:
+        rows = [
+            ("rows in / out", f"{self.rows_in} / {self.rows_out}"),
+            ("rows with errors", str(self.rows_with_errors)),
+            ("prompt tokens", f"{self.prompt_tokens:,}"),
+            ("completion tokens", f"{self.completion_tokens:,}"),
+            ("generated this run", f"{self.completion_tokens_this_run:,} tokens in {self.shards_written_this_run}"
+                                   f"/{self.shards_total} shards"),
+            ("tokens/s", f"{self.tokens_per_second:,.1f}"),
+            ("wall time", f"{self.wall_seconds:.1f}s (generation {self.generation_seconds:.1f}s)"),
+            ("finish reasons", ", ".join(f"{k}={v}" for k, v in sorted(self.finish_reasons.items()))),
+            ("model", self.model),
+            ("spark master", self.master),
+            ("output", self.output),
+        ]
+        for language, score in sorted(self.fim_scores.items()):
+            rows.append((f"FIM {language}", f"exact match {score['exact_match']:.3f}, edit similarity "
+                                            f"{score['edit_similarity']:.3f} ({score['rows']} rows)"))
+        width = max(len(k) for k, _ in rows)
+        line = "+" + "-" * (width + 2) + "+" + "-" * (max(len(v) for _, v in rows) + 2) + "+"
+        body = [f"| {k.ljust(width)} | {v.ljust(len(line) - width - 6)}|" for k, v in rows]
+        return "\n".join([line, *body, line])
+
+    def write(self, fs, path: str) -> None:
+        fs.write_text(path, self.to_json() + "\n")
+
+
+def summarize(written: DataFrame, config: JobConfig, *, rows_in, shards_written, generation_seconds, seconds,
+              master, model_path) -> Summary:
+    from pipelines.sharded_output import SHARD_COL
+
+    totals = written.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.count("error").alias("errors"),
+        F.coalesce(F.sum("prompt_tokens"), F.lit(0)).alias("prompt_tokens"),
+        F.coalesce(F.sum("completion_tokens"), F.lit(0)).alias("completion_tokens"),
+        F.coalesce(F.sum(F.when(F.col(SHARD_COL).isin(list(shards_written)), F.col("completion_tokens"))), F.lit(0))
+        .alias("this_run"),
+    ).first()
+    reasons = {r["finish_reason"] or "none": r["count"] for r in written.groupBy("finish_reason").count().collect()}
+    fim = {}
+    if "edit_similarity" in written.columns:
+        language = F.col(config.input.language_col) if config.input.language_col else F.lit("all")
+        for r in written.groupBy(language.alias("language")).agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.avg(F.col("exact_match").cast("double")).alias("exact_match"),
+            F.avg("edit_similarity").alias("edit_similarity"),
+        ).collect():
+            fim[r["language"] or "unknown"] = {
+                "rows": r["rows"], "exact_match": round(r["exact_match"], 4), "edit_similarity": round(r["edit_similarity"], 4)
+            }
+    return Summary(
+        rows_in=rows_in,
+        rows_out=totals["rows"],
+        rows_with_errors=totals["errors"],
+        prompt_tokens=int(totals["prompt_tokens"]),
+        completion_tokens=int(totals["completion_tokens"]),
+        completion_tokens_this_run=int(totals["this_run"]),
+        shards_written_this_run=len(shards_written),
+        shards_total=config.output.shards,
+        generation_seconds=round(generation_seconds, 2),
+        wall_seconds=round(seconds, 2),
+        tokens_per_second=round(totals["this_run"] / generation_seconds, 2) if generation_seconds > 0 else 0.0,
+        finish_reasons=reasons,
+        model=model_path,
+        master=master,
+        output=config.output.path,
+        params=asdict(config.generation),
+        fim_scores=fim,
+    )
