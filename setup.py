@@ -29,6 +29,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "gguf>=0.17"],
+        "bench": ["matplotlib>=3.7"],
     },
     entry_points={
         "console_scripts": [

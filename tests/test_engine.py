@@ -121,3 +121,21 @@ def test_token_bound_does_not_change_greedy_output(engine):
     params = GenerationParams(max_output_length=8)
     assert [r[0].text for r in engine.complete(PROMPTS, params, 8, max_batch_tokens=30)] == \
         [r[0].text for r in engine.complete(PROMPTS, params, 8)]
+
+
+def test_duplicate_prompts_are_generated_once_with_the_same_answer(engine, monkeypatch):
+    import pipelines.engine.engine as engine_module
+
+    batches = []
+    real = engine_module.generate_batch
+
+    def counting(model, prompts, *args, **kwargs):
+        batches.append(len(prompts))
+        return real(model, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "generate_batch", counting)
+    texts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[0]]
+    results = engine.complete(texts, GenerationParams(max_output_length=6), batch_size=8)
+    assert sum(batches) == 2
+    assert results[0][0].text == results[2][0].text == results[3][0].text
+    assert results[0][0].completion_tokens == results[3][0].completion_tokens

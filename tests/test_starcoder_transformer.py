@@ -206,3 +206,22 @@ def test_transformer_without_a_model_says_how_to_get_one(spark, corpus):
 def test_pretrained_fails_fast_offline():
     with pytest.raises(ValueError, match="loadSavedModel"):
         StarCoderTransformer.pretrained()
+
+
+def test_torch_threads_follow_the_task_cores(spark, corpus, tiny_model_dir):
+    pipeline(tiny_model_dir, maxOutputLength=2).fit(corpus).transform(corpus.repartition(4)).count()
+
+    def probe(_):
+        import torch
+
+        yield torch.get_num_threads()
+
+    # local[2] gives each task one core (spark.task.cpus=1); the workers that generated use 1 thread.
+    assert set(spark.sparkContext.parallelize(range(4), 4).mapPartitions(probe).collect()) == {1}
+
+
+def test_stop_preset_ends_python_completions(spark, tiny_model_dir):
+    t = StarCoderTransformer().setStopPreset("python").setStopStrings(["###"])
+    assert t.generation_params().stop_strings[0] == "\ndef " and t.generation_params().stop_strings[-1] == "###"
+    with pytest.raises(ValueError, match="stopPreset must be one of"):
+        StarCoderTransformer().setStopPreset("cobol")

@@ -120,8 +120,12 @@ class GenerationEngine:
         truncated = [len(ids) > limit for ids in encoded]
         encoded = [ids[-limit:] for ids in encoded]  # keep the end: that is where completion happens
 
+        # Greedy output depends on the tokens alone: an exact duplicate is generated once.
+        first_of = {}
+        same_as = [first_of.setdefault(tuple(ids), p) if not params.do_sample else p for p, ids in enumerate(encoded)]
         # One request per (prompt, sample); sorted by length so batches carry little padding.
-        requests = [(p, s) for p in range(len(prompts)) for s in range(params.n_return_sequences) if encoded[p]]
+        requests = [(p, s) for p in range(len(prompts)) for s in range(params.n_return_sequences)
+                    if encoded[p] and same_as[p] == p]
         requests.sort(key=lambda r: len(encoded[r[0]]))
         stop = StopStrings(self.tokenizer, params.stop_strings) if params.stop_strings else None
         is_fim = [bool(ids) and ids[-1] == self.fim_middle_id for ids in encoded]
@@ -148,7 +152,7 @@ class GenerationEngine:
                 if not encoded[p]:
                     row.append(Completion(prompt, "", 0, 0, FINISH_EMPTY, False, None))
                     continue
-                out = outputs[(p, s)]
+                out = outputs[(same_as[p], s)]
                 text = self._completion_text(encoded[p], out.token_ids, out.ends_with_stop_token, stop)
                 full_text = params.return_full_text and not is_fim[p]  # a FIM answer is the middle alone
                 row.append(
@@ -159,7 +163,7 @@ class GenerationEngine:
                         completion_tokens=len(out.token_ids),
                         finish_reason=out.finish_reason,
                         truncated=truncated[p],
-                        seed=seeds[(p, s)],
+                        seed=seeds[(same_as[p], s)],
                     )
                 )
             completions.append(row)

@@ -1,6 +1,6 @@
 """Build small StarCoder2-architecture models with the real tokenizer, as Hugging Face directories.
 
-Used by the tests (a tiny random model), by the benchmark (a ~130M model) and as the
+Used by the tests (a tiny random model), by the benchmark (a 111M model) and as the
 starting point of the bundled demo model. Same architecture as bigcode/starcoder2-3b:
 grouped-query attention, sliding-window attention, biases, GELU-tanh MLP, real vocabulary.
 """
@@ -34,7 +34,7 @@ SIZES = {
     # name: (hidden, intermediate, layers, heads, kv_heads, sliding_window)
     "tiny": (64, 256, 2, 4, 2, 64),
     "small": (256, 1024, 4, 8, 2, 1024),
-    "bench": (768, 3072, 8, 12, 2, 4096),  # ~130M parameters with the real vocabulary
+    "bench": (768, 3072, 12, 12, 2, 4096),  # 111M parameters with the real vocabulary
 }
 
 

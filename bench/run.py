@@ -1,0 +1,303 @@
+"""Side-by-side throughput benchmark: the pipeline against what users would otherwise write.
+
+    python bench/run.py                      # full run (about 20-30 minutes on 2 cores)
+    python bench/run.py --prompts 32 --repeats 1 --quick
+
+In one run, on the same prompts (the bundled sample corpus), the same StarCoder2-architecture
+model (111M parameters, real vocabulary, built here with a fixed seed) and the same settings
+(greedy, --max-new-tokens, EOS honoured), it measures generated tokens per second and peak
+memory of:
+  1. naive: model-card `generate` per row in a pandas UDF
+  2. expert: predict_batch_udf + Hugging Face batched generate
+  3. ours end to end: the generation job's code path on local Spark
+  4. ours, engine alone (outside Spark), fp32 and int8
+  5. the ceiling: measured peak GEMM FLOP/s / (2 x parameters)
+Each figure is the median of --repeats runs. Prints a table of ratios, writes results.json
+and tokens_per_second_vs_batch.png into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+# --- measurements that run in a fresh process (clean peak memory) ---------------------------
+
+def _engine_run(model_dir, prompts, max_new, batch_size, dtype, threads):
+    import resource
+
+    from pipelines.engine.engine import GenerationEngine
+    from pipelines.engine.params import GenerationParams, ModelSpec
+
+    engine = GenerationEngine.load(ModelSpec(source=model_dir, dtype=dtype, num_threads=threads))
+    params = GenerationParams(max_output_length=max_new)
+    engine.complete(prompts[:2], GenerationParams(max_output_length=2), batch_size)  # warm-up
+    started = time.perf_counter()
+    results = engine.complete(prompts, params, batch_size)
+    seconds = time.perf_counter() - started
+    tokens = sum(r[0].completion_tokens for r in results)
+    ids = [engine.tokenizer.encode(r[0].completion) for r in results]
+    return tokens, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, ids
+
+
+def _hf_run(model_dir, prompts, max_new, batch_size, threads):
+    import resource
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from baselines import hf_batched_generate, load_hf
+
+    tokenizer, model = load_hf(model_dir, padding_side="left")
+    torch.set_num_threads(threads)
+    hf_batched_generate(tokenizer, model, prompts[:2], 2)  # warm-up
+    started = time.perf_counter()
+    tokens = 0
+    for start in range(0, len(prompts), batch_size):
+        tokens += sum(hf_batched_generate(tokenizer, model, prompts[start:start + batch_size], max_new)[1])
+    return tokens, time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, None
+
+
+def in_fresh_process(fn, *args):
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def gemm_peak_flops(dtype: str, threads: int, size: int = 2048, repeats: int = 5) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    if dtype == "int8":
+        a = torch.randint(-128, 127, (size, size), dtype=torch.int8)
+        b = torch.randint(-128, 127, (size, size), dtype=torch.int8)
+        matmul = torch._int_mm
+    else:
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        matmul = torch.matmul
+    matmul(a, b)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        matmul(a, b)
+        times.append(time.perf_counter() - started)
+    return 2 * size**3 / min(times)
+
+
+# --- Spark approaches -------------------------------------------------------------------------
+
+def spark_session():
+    from pyspark.sql import SparkSession
+
+    from pipelines.spark_session import worker_environment
+
+    worker_environment()
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "bench"), os.environ["PYTHONPATH"]])
+    return (
+        SparkSession.builder.master("local[2]").appName("starcoder-pipelines-bench")
+        .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "10000").getOrCreate()
+    )
+
+
+def worker_peak_rss_mb(spark) -> float:
+    def probe(_):
+        import resource
+
+        yield resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    return max(spark.sparkContext.parallelize(range(8), 8).mapPartitions(probe).collect())
+
+
+def spark_approach(name, model_dir, table, max_new, batch_size, out_dir):
+    """Run one approach over the table in a fresh local[2] session: (tokens, seconds, worker peak MB)."""
+    from pyspark.sql import functions as F
+
+    import baselines
+    from pipelines import generation_job
+    from pipelines.config import config_from_dict
+
+    spark = spark_session()
+    try:
+        df = spark.read.parquet(table).repartition(2)
+        out = f"{out_dir}/{name}-{time.time_ns()}"
+        started = time.perf_counter()
+        if name == "pipeline":
+            config = config_from_dict({
+                "input": {"path": table, "id_col": "id", "text_col": "prompt"},
+                "model": {"source": model_dir, "num_threads": 1},
+                "generation": {"max_output_length": max_new, "batch_size": batch_size},
+                "output": {"path": out, "shards": 1, "partitions_per_shard": 2},
+            })
+            summary = generation_job.run(spark, config)
+            tokens = summary.completion_tokens
+        else:
+            udf = (baselines.naive_udf(model_dir, max_new) if name == "naive"
+                   else baselines.predict_batch_udf_generate(model_dir, max_new, batch_size))
+            df.select("id", udf(F.col("prompt")).alias("out")).write.parquet(out)
+            tokens = spark.read.parquet(out).agg(F.sum("out.tokens")).first()[0]
+        seconds = time.perf_counter() - started
+        return tokens, seconds, worker_peak_rss_mb(spark)
+    finally:
+        spark.stop()
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+def median_run(fn, repeats):
+    runs = [fn() for _ in range(repeats)]
+    rates = [r[0] / r[1] for r in runs]
+    best = runs[rates.index(statistics.median_low(rates))]
+    return {"tokens_per_s": statistics.median(rates), "runs_tokens_per_s": [round(x, 2) for x in rates],
+            "tokens": best[0], "seconds": round(best[1], 2), "peak_rss_mb": round(max(r[2] for r in runs), 1)}, best
+
+
+def token_agreement(reference: list[list[int]], other: list[list[int]]) -> dict:
+    exact = sum(a == b for a, b in zip(reference, other)) / len(reference)
+    prefix = []
+    for a, b in zip(reference, other):
+        n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        prefix.append(n / max(len(a), 1))
+    return {"identical_completions": round(exact, 4), "mean_agreeing_prefix": round(sum(prefix) / len(prefix), 4)}
+
+
+def spread(prompts: list[str], n: int) -> list[str]:
+    """n prompts spread over the whole list, so subsets keep its length distribution."""
+    step = max(1, len(prompts) // n)
+    return prompts[::step][:n]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=256)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--naive-prompts", type=int, default=16, help="the naive baseline runs on a spread subset")
+    parser.add_argument("--expert-prompts", type=int, default=64)
+    parser.add_argument("--sweep", default="1,4,16,32", help="batch sizes for the plot")
+    parser.add_argument("--sweep-prompts", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--quick", action="store_true", help="skip the batch-size sweep")
+    args = parser.parse_args(argv)
+
+    import pandas as pd
+
+    from pipelines import bundled
+    from pipelines.engine.model_builder import build_random_model
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    model_dir = str(build_random_model(work / "model", "bench", seed=1234))
+    corpus = pd.read_parquet(bundled.SAMPLE_PROMPTS).sort_values("id")
+    prompts = list(corpus["prompt"])
+    prompts = (prompts * (args.prompts // len(prompts) + 1))[: args.prompts]
+    tables = {}
+    for name, subset in (("all", prompts), ("naive", spread(prompts, args.naive_prompts)),
+                         ("expert", spread(prompts, args.expert_prompts))):
+        path = str(work / f"{name}.parquet")
+        pd.DataFrame({"id": [f"p{i}" for i in range(len(subset))], "prompt": subset}).to_parquet(path)
+        tables[name] = path
+
+    n_params = 110_992_896
+    results = {"settings": vars(args), "model_parameters": n_params}
+    log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)  # noqa: E731
+
+    log("engine alone, fp32")
+    results["engine_fp32"], fp32 = median_run(
+        lambda: in_fresh_process(_engine_run, model_dir, prompts, args.max_new_tokens, args.batch_size, "float32",
+                                 args.threads), args.repeats)
+    log("engine alone, int8")
+    results["engine_int8"], int8 = median_run(
+        lambda: in_fresh_process(_engine_run, model_dir, prompts, args.max_new_tokens, args.batch_size, "int8",
+                                 args.threads), args.repeats)
+    results["int8_vs_fp32_agreement"] = token_agreement(fp32[3], int8[3])
+    for name, table in (("pipeline", tables["all"]), ("expert", tables["expert"]), ("naive", tables["naive"])):
+        log(f"spark: {name}")
+        results[name], _ = median_run(
+            lambda: spark_approach(name, model_dir, table, args.max_new_tokens, args.batch_size, str(work)),
+            args.repeats)
+
+    log("GEMM ceiling")
+    for dtype in ("float32", "int8"):
+        peak = gemm_peak_flops(dtype, args.threads)
+        results[f"gemm_peak_{dtype}_gflops"] = round(peak / 1e9, 1)
+        results[f"ceiling_{dtype}_tokens_per_s"] = round(peak / (2 * n_params), 1)
+
+    if not args.quick:
+        sweep = spread(prompts, args.sweep_prompts)
+        results["sweep"] = {"ours": {}, "hf_batched_generate": {}}
+        for bs in [int(x) for x in args.sweep.split(",")]:
+            subset = sweep[: max(8, min(len(sweep), bs * 4))] if bs == 1 else sweep
+            log(f"sweep batch {bs}")
+            t, s, *_ = in_fresh_process(_engine_run, model_dir, subset, args.max_new_tokens, bs, "float32", args.threads)
+            results["sweep"]["ours"][bs] = round(t / s, 2)
+            t, s, *_ = in_fresh_process(_hf_run, model_dir, subset, args.max_new_tokens, bs, args.threads)
+            results["sweep"]["hf_batched_generate"][bs] = round(t / s, 2)
+        plot(results, out / "tokens_per_second_vs_batch.png")
+
+    ours = results["pipeline"]["tokens_per_s"]
+    results["ratios"] = {
+        "pipeline / naive": round(ours / results["naive"]["tokens_per_s"], 2),
+        "pipeline / expert": round(ours / results["expert"]["tokens_per_s"], 2),
+        "pipeline / engine_fp32": round(ours / results["engine_fp32"]["tokens_per_s"], 3),
+        "engine_int8 / engine_fp32": round(results["engine_int8"]["tokens_per_s"] / results["engine_fp32"]["tokens_per_s"], 2),
+        "engine_fp32 / ceiling_fp32": round(results["engine_fp32"]["tokens_per_s"] / results["ceiling_float32_tokens_per_s"], 3),
+        "engine_int8 / ceiling_int8": round(results["engine_int8"]["tokens_per_s"] / results["ceiling_int8_tokens_per_s"], 3),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+    return 0
+
+
+def print_table(results: dict) -> None:
+    rows = [("approach", "tokens/s (median)", "runs", "peak RSS MB")]
+    for key in ("naive", "expert", "pipeline", "engine_fp32", "engine_int8"):
+        r = results[key]
+        rows.append((key, f"{r['tokens_per_s']:.1f}", " ".join(map(str, r["runs_tokens_per_s"])), f"{r['peak_rss_mb']:.0f}"))
+    rows.append(("ceiling fp32", f"{results['ceiling_float32_tokens_per_s']:.1f}", "", ""))
+    rows.append(("ceiling int8", f"{results['ceiling_int8_tokens_per_s']:.1f}", "", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+    print()
+    for name, value in results["ratios"].items():
+        print(f"{name:32s} {value}")
+    print(f"{'int8 agreement with fp32':32s} {results['int8_vs_fp32_agreement']}")
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, series in results["sweep"].items():
+        sizes = sorted(int(k) for k in series)
+        ax.plot(sizes, [series[k] for k in sizes], marker="o", label=name)
+    ax.axhline(results["naive"]["tokens_per_s"], color="grey", linestyle="--", label="naive (per row, in Spark)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("generated tokens / s")
+    ax.set_title("StarCoder2-architecture 111M, fp32, 2 CPU cores")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
