@@ -49,7 +49,8 @@ def _engine_run(model_dir, prompts, max_new, batch_size, dtype, threads):
     seconds = time.perf_counter() - started
     tokens = sum(r[0].completion_tokens for r in results)
     ids = [engine.tokenizer.encode(r[0].completion) for r in results]
-    return tokens, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, ids
+    prompt_tokens = sum(r[0].prompt_tokens for r in results)
+    return tokens, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, ids, prompt_tokens
 
 
 def _hf_run(model_dir, prompts, max_new, batch_size, threads):
@@ -111,17 +112,45 @@ def spark_session():
     )
 
 
-def worker_peak_rss_mb(spark) -> float:
-    def probe(_):
-        import resource
+class PythonWorkerMemory:
+    """Polls /proc for Spark's Python worker processes and keeps the highest peak RSS (VmHWM) seen."""
 
-        yield resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    def __init__(self, interval: float = 0.5):
+        import threading
 
-    return max(spark.sparkContext.parallelize(range(8), 8).mapPartitions(probe).collect())
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, args=(interval,), daemon=True)
+
+    def _poll(self, interval):
+        while not self._stop.is_set():
+            for proc in Path("/proc").iterdir():
+                if not proc.name.isdigit():
+                    continue
+                try:
+                    if b"pyspark" not in (proc / "cmdline").read_bytes():
+                        continue
+                    for line in (proc / "status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            self.peak_mb = max(self.peak_mb, int(line.split()[1]) / 1024)
+                except OSError:
+                    continue
+            self._stop.wait(interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
 
 
-def spark_approach(name, model_dir, table, max_new, batch_size, out_dir):
-    """Run one approach over the table in a fresh local[2] session: (tokens, seconds, worker peak MB)."""
+def spark_approach(name, model_dir, table, warmup_table, max_new, batch_size, out_dir):
+    """One approach over the table in a fresh local[2] session: (tokens, seconds, worker peak MB).
+
+    A small warm-up run first loads the model into the Python workers, as a long job amortises it.
+    """
     from pyspark.sql import functions as F
 
     import baselines
@@ -129,26 +158,29 @@ def spark_approach(name, model_dir, table, max_new, batch_size, out_dir):
     from pipelines.config import config_from_dict
 
     spark = spark_session()
-    try:
-        df = spark.read.parquet(table).repartition(2)
+
+    def run(path, new_tokens):
         out = f"{out_dir}/{name}-{time.time_ns()}"
-        started = time.perf_counter()
         if name == "pipeline":
             config = config_from_dict({
-                "input": {"path": table, "id_col": "id", "text_col": "prompt"},
+                "input": {"path": path, "id_col": "id", "text_col": "prompt"},
                 "model": {"source": model_dir, "num_threads": 1},
-                "generation": {"max_output_length": max_new, "batch_size": batch_size},
+                "generation": {"max_output_length": new_tokens, "batch_size": batch_size},
                 "output": {"path": out, "shards": 1, "partitions_per_shard": 2},
             })
-            summary = generation_job.run(spark, config)
-            tokens = summary.completion_tokens
-        else:
-            udf = (baselines.naive_udf(model_dir, max_new) if name == "naive"
-                   else baselines.predict_batch_udf_generate(model_dir, max_new, batch_size))
-            df.select("id", udf(F.col("prompt")).alias("out")).write.parquet(out)
-            tokens = spark.read.parquet(out).agg(F.sum("out.tokens")).first()[0]
-        seconds = time.perf_counter() - started
-        return tokens, seconds, worker_peak_rss_mb(spark)
+            return generation_job.run(spark, config).completion_tokens
+        udf = (baselines.naive_udf(model_dir, new_tokens) if name == "naive"
+               else baselines.predict_batch_udf_generate(model_dir, new_tokens, batch_size))
+        spark.read.parquet(path).repartition(2).select("id", udf(F.col("prompt")).alias("out")).write.parquet(out)
+        return spark.read.parquet(out).agg(F.sum("out.tokens")).first()[0]
+
+    try:
+        with PythonWorkerMemory() as memory:
+            run(warmup_table, 2)
+            started = time.perf_counter()
+            tokens = run(table, max_new)
+            seconds = time.perf_counter() - started
+        return tokens, seconds, memory.peak_mb
     finally:
         spark.stop()
 
@@ -159,8 +191,11 @@ def median_run(fn, repeats):
     runs = [fn() for _ in range(repeats)]
     rates = [r[0] / r[1] for r in runs]
     best = runs[rates.index(statistics.median_low(rates))]
-    return {"tokens_per_s": statistics.median(rates), "runs_tokens_per_s": [round(x, 2) for x in rates],
-            "tokens": best[0], "seconds": round(best[1], 2), "peak_rss_mb": round(max(r[2] for r in runs), 1)}, best
+    summary = {"tokens_per_s": statistics.median(rates), "runs_tokens_per_s": [round(x, 2) for x in rates],
+               "tokens": best[0], "seconds": round(best[1], 2), "peak_rss_mb": round(max(r[2] for r in runs), 1)}
+    if len(best) > 4:
+        summary["prompt_tokens"] = best[4]
+    return summary, best
 
 
 def token_agreement(reference: list[list[int]], other: list[list[int]]) -> dict:
@@ -207,7 +242,7 @@ def main(argv=None) -> int:
     prompts = (prompts * (args.prompts // len(prompts) + 1))[: args.prompts]
     tables = {}
     for name, subset in (("all", prompts), ("naive", spread(prompts, args.naive_prompts)),
-                         ("expert", spread(prompts, args.expert_prompts))):
+                         ("expert", spread(prompts, args.expert_prompts)), ("warmup", prompts[:4])):
         path = str(work / f"{name}.parquet")
         pd.DataFrame({"id": [f"p{i}" for i in range(len(subset))], "prompt": subset}).to_parquet(path)
         tables[name] = path
@@ -225,17 +260,29 @@ def main(argv=None) -> int:
         lambda: in_fresh_process(_engine_run, model_dir, prompts, args.max_new_tokens, args.batch_size, "int8",
                                  args.threads), args.repeats)
     results["int8_vs_fp32_agreement"] = token_agreement(fp32[3], int8[3])
+    # Random weights give flat logits, where int8 flips many argmaxes; the trained demo model shows
+    # what quantisation does to a model with real preferences.
+    demo = str(bundled.DEMO_MODEL)
+    demo_fp32 = in_fresh_process(_engine_run, demo, prompts, args.max_new_tokens, args.batch_size, "float32", args.threads)
+    demo_int8 = in_fresh_process(_engine_run, demo, prompts, args.max_new_tokens, args.batch_size, "int8", args.threads)
+    results["int8_vs_fp32_agreement_demo_model"] = token_agreement(demo_fp32[3], demo_int8[3])
     for name, table in (("pipeline", tables["all"]), ("expert", tables["expert"]), ("naive", tables["naive"])):
         log(f"spark: {name}")
         results[name], _ = median_run(
-            lambda: spark_approach(name, model_dir, table, args.max_new_tokens, args.batch_size, str(work)),
+            lambda: spark_approach(name, model_dir, table, tables["warmup"], args.max_new_tokens, args.batch_size,
+                                   str(work)),
             args.repeats)
 
     log("GEMM ceiling")
+    # Each generated token costs 2 x parameters FLOPs; so does each prompt token, once, in prefill.
+    results["prompt_tokens"] = results["engine_fp32"]["prompt_tokens"]
+    prompt_tokens_per_generated = results["prompt_tokens"] / max(1, results["engine_fp32"]["tokens"])
     for dtype in ("float32", "int8"):
         peak = gemm_peak_flops(dtype, args.threads)
         results[f"gemm_peak_{dtype}_gflops"] = round(peak / 1e9, 1)
         results[f"ceiling_{dtype}_tokens_per_s"] = round(peak / (2 * n_params), 1)
+        results[f"ceiling_{dtype}_with_prefill_tokens_per_s"] = round(
+            peak / (2 * n_params * (1 + prompt_tokens_per_generated)), 1)
 
     if not args.quick:
         sweep = spread(prompts, args.sweep_prompts)
@@ -257,6 +304,8 @@ def main(argv=None) -> int:
         "engine_int8 / engine_fp32": round(results["engine_int8"]["tokens_per_s"] / results["engine_fp32"]["tokens_per_s"], 2),
         "engine_fp32 / ceiling_fp32": round(results["engine_fp32"]["tokens_per_s"] / results["ceiling_float32_tokens_per_s"], 3),
         "engine_int8 / ceiling_int8": round(results["engine_int8"]["tokens_per_s"] / results["ceiling_int8_tokens_per_s"], 3),
+        "engine_fp32 / ceiling_fp32_with_prefill": round(
+            results["engine_fp32"]["tokens_per_s"] / results["ceiling_float32_with_prefill_tokens_per_s"], 3),
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
@@ -270,6 +319,7 @@ def print_table(results: dict) -> None:
         rows.append((key, f"{r['tokens_per_s']:.1f}", " ".join(map(str, r["runs_tokens_per_s"])), f"{r['peak_rss_mb']:.0f}"))
     rows.append(("ceiling fp32", f"{results['ceiling_float32_tokens_per_s']:.1f}", "", ""))
     rows.append(("ceiling int8", f"{results['ceiling_int8_tokens_per_s']:.1f}", "", ""))
+    rows.append(("ceiling fp32 + prefill", f"{results['ceiling_float32_with_prefill_tokens_per_s']:.1f}", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
@@ -277,6 +327,7 @@ def print_table(results: dict) -> None:
     for name, value in results["ratios"].items():
         print(f"{name:32s} {value}")
     print(f"{'int8 agreement with fp32':32s} {results['int8_vs_fp32_agreement']}")
+    print(f"{'  on the trained demo model':32s} {results['int8_vs_fp32_agreement_demo_model']}")
 
 
 def plot(results: dict, path: Path) -> None:
