@@ -226,6 +226,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--quick", action="store_true", help="skip the batch-size sweep")
+    parser.add_argument("--sweep-only", action="store_true",
+                        help="add the batch-size sweep and plot to an existing --out/results.json")
     args = parser.parse_args(argv)
 
     import pandas as pd
@@ -250,6 +252,13 @@ def main(argv=None) -> int:
     n_params = 110_992_896
     results = {"settings": vars(args), "model_parameters": n_params}
     log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)  # noqa: E731
+    if args.sweep_only:
+        results = json.loads((out / "results.json").read_text())
+        results["sweep_settings"] = vars(args)
+        run_sweep(results, model_dir, prompts, args, out, log)
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        print(json.dumps(results["sweep"], indent=2))
+        return 0
 
     log("engine alone, fp32")
     results["engine_fp32"], fp32 = median_run(
@@ -285,16 +294,7 @@ def main(argv=None) -> int:
             peak / (2 * n_params * (1 + prompt_tokens_per_generated)), 1)
 
     if not args.quick:
-        sweep = spread(prompts, args.sweep_prompts)
-        results["sweep"] = {"ours": {}, "hf_batched_generate": {}}
-        for bs in [int(x) for x in args.sweep.split(",")]:
-            subset = sweep[: max(8, min(len(sweep), bs * 4))] if bs == 1 else sweep
-            log(f"sweep batch {bs}")
-            t, s, *_ = in_fresh_process(_engine_run, model_dir, subset, args.max_new_tokens, bs, "float32", args.threads)
-            results["sweep"]["ours"][bs] = round(t / s, 2)
-            t, s, *_ = in_fresh_process(_hf_run, model_dir, subset, args.max_new_tokens, bs, args.threads)
-            results["sweep"]["hf_batched_generate"][bs] = round(t / s, 2)
-        plot(results, out / "tokens_per_second_vs_batch.png")
+        run_sweep(results, model_dir, prompts, args, out, log)
 
     ours = results["pipeline"]["tokens_per_s"]
     results["ratios"] = {
@@ -310,6 +310,20 @@ def main(argv=None) -> int:
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
     return 0
+
+
+def run_sweep(results, model_dir, prompts, args, out, log) -> None:
+    """Tokens/s against batch size for the engine and for HF batched generate, outside Spark."""
+    sweep = spread(prompts, args.sweep_prompts)
+    results["sweep"] = {"ours": {}, "hf_batched_generate": {}}
+    for bs in [int(x) for x in args.sweep.split(",")]:
+        subset = sweep[: max(8, min(len(sweep), bs * 4))] if bs == 1 else sweep
+        log(f"sweep batch {bs}")
+        t, s, *_ = in_fresh_process(_engine_run, model_dir, subset, args.max_new_tokens, bs, "float32", args.threads)
+        results["sweep"]["ours"][bs] = round(t / s, 2)
+        t, s, *_ = in_fresh_process(_hf_run, model_dir, subset, args.max_new_tokens, bs, args.threads)
+        results["sweep"]["hf_batched_generate"][bs] = round(t / s, 2)
+    plot(results, out / "tokens_per_second_vs_batch.png")
 
 
 def print_table(results: dict) -> None:

@@ -21,7 +21,7 @@ from pipelines.config import JobConfig
 from pipelines.fim import fim_prompt_column
 from pipelines.input_table import check_ids, read_input
 from pipelines.model_source import resolve_model
-from pipelines.sharded_output import SHARD_COL, ShardedOutput, shard_of
+from pipelines.sharded_output import ShardedOutput, shard_of
 from pipelines.summary import Summary, summarize
 
 log = logging.getLogger("pipelines.job")
@@ -29,7 +29,6 @@ log = logging.getLogger("pipelines.job")
 DOCUMENT_COL = "document"
 GENERATION_COL = "generation"
 PROMPT_COL = "_prompt"
-METRIC_COLUMNS = ("completion", "prompt_tokens", "completion_tokens", "finish_reason", "truncated", "error")
 
 
 def build_pipeline(config: JobConfig, model_path: str | None = None) -> Pipeline:
@@ -165,5 +164,3 @@ def run(spark: SparkSession, config: JobConfig) -> Summary:
     summary.write(output.fs, f"{output.path}/_summary.json")
     return summary
 
-
-__all__ = ["build_pipeline", "generations", "run", "SHARD_COL", "METRIC_COLUMNS"]

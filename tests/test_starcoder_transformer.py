@@ -208,16 +208,39 @@ def test_pretrained_fails_fast_offline():
         StarCoderTransformer.pretrained()
 
 
-def test_torch_threads_follow_the_task_cores(spark, corpus, tiny_model_dir):
-    pipeline(tiny_model_dir, maxOutputLength=2).fit(corpus).transform(corpus.repartition(4)).count()
+def test_task_cores_come_from_the_task_context(spark):
+    from pipelines.spark.partition_generation import task_cores
 
     def probe(_):
-        import torch
+        yield task_cores(default=99)
 
-        yield torch.get_num_threads()
+    assert spark.sparkContext.parallelize(range(2), 2).mapPartitions(probe).collect() == [1, 1]  # spark.task.cpus
+    assert task_cores(default=99) == 99  # outside a task
 
-    # local[2] gives each task one core (spark.task.cpus=1); the workers that generated use 1 thread.
-    assert set(spark.sparkContext.parallelize(range(4), 4).mapPartitions(probe).collect()) == {1}
+
+def test_generation_binds_torch_threads_to_the_task_cores(spark, tiny_model_dir):
+    """Run the partition function in-process: outside a task it binds to 1 core, or to numThreads."""
+    import pyarrow as pa
+    import torch
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    from pipelines.annotators.annotation_schema import ANNOTATION_ARRAY_TYPE, document
+    from pipelines.engine.params import ModelSpec
+    from pipelines.spark.partition_generation import PartitionGenerator
+
+    docs = pa.array([[document("def f():", {"sentence": "0"})]], type=to_arrow_type(ANNOTATION_ARRAY_TYPE))
+    batch = pa.RecordBatch.from_arrays([docs], names=["documents"])
+    previous = torch.get_num_threads()
+    try:
+        for threads, expected in ((0, 1), (2, 2)):
+            torch.set_num_threads(3)
+            run = PartitionGenerator(["documents"], "generation", ModelSpec(str(tiny_model_dir), num_threads=threads),
+                                     GenerationParams(max_output_length=2), batch_size=1)
+            (out,) = list(run(iter([batch])))
+            assert out.column(out.schema.get_field_index("generation")).to_pylist()[0][0]["result"].startswith("def f():")
+            assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(previous)
 
 
 def test_stop_preset_ends_python_completions(spark, tiny_model_dir):
