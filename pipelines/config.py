@@ -56,6 +56,7 @@ class ModelSettings:
     device: str = "auto"
     dtype: str = "auto"
     num_threads: int = 0
+    engine: str = "auto"  # pytorch, openvino, or auto: by what the model directory holds
 
 
 @dataclass
@@ -241,12 +242,14 @@ def check_values(config: JobConfig, source: str) -> None:
         fail("input.prefix_col", "and input.suffix_col must be set together (fill-in-the-middle)")
     if config.input.middle_col is not None and config.input.prefix_col is None:
         fail("input.middle_col", "is scored against fill-in-the-middle output: set input.prefix_col/suffix_col too")
-    from pipelines.engine.params import DEVICES, DTYPES
+    from pipelines.engine.params import DEVICES, DTYPES, ENGINES
 
     if config.model.device not in DEVICES:
         fail("model.device", f"must be one of {', '.join(DEVICES)}, got {config.model.device!r}")
     if config.model.dtype not in DTYPES:
         fail("model.dtype", f"must be one of {', '.join(DTYPES)}, got {config.model.dtype!r}")
+    if config.model.engine not in ENGINES:
+        fail("model.engine", f"must be one of {', '.join(ENGINES)}, got {config.model.engine!r}")
     try:
         stop_strings(config.generation.stop_preset)
     except ValueError as e:

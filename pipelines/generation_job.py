@@ -43,6 +43,7 @@ def build_pipeline(config: JobConfig, model_path: str | None = None) -> Pipeline
         device=config.model.device,
         dtype=config.model.dtype,
         numThreads=config.model.num_threads,
+        engine=config.model.engine,
         maxOutputLength=g.max_output_length,
         minOutputLength=g.min_output_length,
         doSample=g.do_sample,

@@ -26,6 +26,7 @@ DEFAULT_PRETRAINED = "starcoder2_3b_int4"  # Spark NLP's Python default
 
 SUPPORTED_MODEL_TYPES = ("starcoder2",)
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+OPENVINO_MODEL_FILES = ("openvino_model.xml", "openvino_model.bin")  # an OpenVINO IR export
 PICKLE_WEIGHT_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.ckpt", "tf_model.h5")
 _HUB_FILES = ["*.json", "*.safetensors", "*.txt"]
 
@@ -60,8 +61,37 @@ def looks_like_hub_id(location: str) -> bool:
     )
 
 
+def is_openvino_dir(path: str | Path) -> bool:
+    """True for a directory holding an OpenVINO IR export (scripts/export_openvino.sh)."""
+    return all((Path(path) / f).is_file() for f in OPENVINO_MODEL_FILES)
+
+
+def has_safetensors(path: str | Path) -> bool:
+    d = Path(path)
+    return any((d / f).is_file() for f in WEIGHT_FILES) or bool(list(d.glob("*.safetensors")))
+
+
+def engine_for(source: str, engine: str = "auto") -> str:
+    """The engine a model directory runs with: `engine`, or by what the directory holds
+    (pytorch when it has safetensors weights, openvino when it has only an OpenVINO export)."""
+    if engine == "openvino" and not is_openvino_dir(source):
+        raise ModelSourceError(
+            f"engine 'openvino' needs an OpenVINO export in {source} (openvino_model.xml); "
+            "make one with: bash scripts/export_openvino.sh SOURCE_DIR DEST_DIR int8"
+        )
+    if engine == "pytorch" and not has_safetensors(source):
+        raise ModelSourceError(
+            f"engine 'pytorch' needs *.safetensors weights in {source}; it holds an OpenVINO export: "
+            "use engine 'openvino' (setEngine('openvino'), model.engine: openvino)"
+        )
+    if engine != "auto":
+        return engine
+    return "openvino" if is_openvino_dir(source) and not has_safetensors(source) else "pytorch"
+
+
 def validate_model_dir(path: str | Path) -> Path:
-    """Check that a directory is a StarCoder2 causal LM with safetensors weights and a tokenizer."""
+    """Check that a directory is a StarCoder2 causal LM with a tokenizer and safetensors weights
+    or an OpenVINO IR export."""
     d = Path(path)
     if not d.exists():
         raise ModelSourceError(
@@ -84,7 +114,7 @@ def validate_model_dir(path: str | Path) -> Path:
             f"{config_path}: model_type is {model_type!r}; this pipeline runs StarCoder2 causal "
             f"language models (model_type {SUPPORTED_MODEL_TYPES[0]!r})"
         )
-    if not any((d / f).is_file() for f in WEIGHT_FILES) and not list(d.glob("*.safetensors")):
+    if not has_safetensors(d) and not is_openvino_dir(d):
         pickles = [f for f in PICKLE_WEIGHT_FILES if (d / f).exists()]
         if pickles:
             raise ModelSourceError(
@@ -92,7 +122,10 @@ def validate_model_dir(path: str | Path) -> Path:
                 "when loaded and are refused. Convert them to safetensors "
                 "(model.save_pretrained(dir, safe_serialization=True)) and point at that directory"
             )
-        raise ModelSourceError(f"{d} has no *.safetensors weights (expected {WEIGHT_FILES[0]})")
+        raise ModelSourceError(
+            f"{d} has no *.safetensors weights (expected {WEIGHT_FILES[0]}) and no OpenVINO export "
+            f"({OPENVINO_MODEL_FILES[0]})"
+        )
     if not (d / "tokenizer.json").is_file():
         raise ModelSourceError(
             f"{d} has no tokenizer.json; copy the StarCoder2 tokenizer files next to the weights "

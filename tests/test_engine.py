@@ -124,7 +124,7 @@ def test_token_bound_does_not_change_greedy_output(engine):
 
 
 def test_duplicate_prompts_are_generated_once_with_the_same_answer(engine, monkeypatch):
-    import pipelines.engine.engine as engine_module
+    import pipelines.engine.torch_decoder as engine_module
 
     batches = []
     real = engine_module.generate_batch

@@ -20,7 +20,7 @@ from pyspark.sql.types import StructField, StructType
 from pipelines.annotators.annotation_schema import ANNOTATION_ARRAY_TYPE, DOCUMENT, annotator_metadata
 from pipelines.annotators.annotator_properties import AnnotatorProperties, HasBatchedAnnotate
 from pipelines.engine.params import GenerationParams, ModelSpec, validate_generation_value
-from pipelines.model_source import DEFAULT_PRETRAINED, resolve_model, resolve_pretrained
+from pipelines.model_source import DEFAULT_PRETRAINED, engine_for, has_safetensors, resolve_model, resolve_pretrained
 from pipelines.stop_presets import stop_strings
 
 
@@ -42,7 +42,10 @@ class StarCoderTransformer(
         "ConfigProto from tensorflow, serialized into byte array (accepted for compatibility; unused)",
         TypeConverters.toListInt,
     )
-    engine = _param("engine", "Deep Learning engine used for this model", TypeConverters.toString)
+    engine = _param(
+        "engine", "Deep Learning engine used for this model: pytorch, openvino or auto (by the model directory)",
+        TypeConverters.toString,
+    )
     minOutputLength = _param("minOutputLength", "Minimum length of the sequence to be generated", TypeConverters.toInt)
     maxOutputLength = _param("maxOutputLength", "Maximum length of output text", TypeConverters.toInt)
     doSample = _param("doSample", "Whether or not to use sampling; use greedy decoding otherwise", TypeConverters.toBoolean)
@@ -197,6 +200,10 @@ class StarCoderTransformer(
     def getIgnoreTokenIds(self):
         return self.getOrDefault(self.ignoreTokenIds)
 
+    def setEngine(self, value):
+        """pytorch (safetensors weights) or openvino (an OpenVINO export); auto picks by the directory."""
+        return self._set(engine=value)
+
     def getEngine(self):
         return self.getOrDefault(self.engine)
 
@@ -285,12 +292,15 @@ class StarCoderTransformer(
         """A StarCoderTransformer for a Hugging Face StarCoder2 directory (local, dbfs:/ or a volume).
 
         The directory is checked here, on the driver: config.json of a StarCoder2 model,
-        safetensors weights and tokenizer.json. Tasks load the model from the same path.
+        safetensors weights or an OpenVINO export, and tokenizer.json. Tasks load the model from
+        the same path. A directory holding only an OpenVINO export (scripts/export_openvino.sh),
+        or use_openvino=True, runs on OpenVINO; otherwise on PyTorch.
         """
-        if use_openvino:
-            raise ValueError("use_openvino=True is not available; the model runs on PyTorch (engine='pytorch')")
         resolved = resolve_model(folder)
-        return StarCoderTransformer(modelSource=resolved.path)
+        engine = "openvino" if use_openvino or not has_safetensors(resolved.path) else "pytorch"
+        transformer = StarCoderTransformer(modelSource=resolved.path, engine=engine)
+        transformer.model_spec()  # an OpenVINO request without an export fails here, on the driver
+        return transformer
 
     @staticmethod
     def pretrained(name=DEFAULT_PRETRAINED, lang="en", remote_loc=None):
@@ -332,7 +342,10 @@ class StarCoderTransformer(
                 "or .pretrained(name), or call setModelSource(dir)"
             )
         source = resolve_model(self.getModelSource()).path  # fails here, on the driver, if it is gone
-        return ModelSpec(source=source, device=self.getDevice(), dtype=self.getDtype(), num_threads=self.getNumThreads())
+        spec = ModelSpec(source=source, device=self.getDevice(), dtype=self.getDtype(),
+                         num_threads=self.getNumThreads(), engine=self.getEngine())
+        engine_for(source, spec.engine)  # the directory holds what the engine needs, or a clear error now
+        return spec
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         from pipelines.spark.partition_generation import PartitionGenerator

@@ -9,13 +9,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import torch
-
 from pipelines import faults
-from pipelines.engine.generate import generate_batch
-from pipelines.engine.model_loader import load_model
 from pipelines.engine.params import GenerationParams, InvalidParamError, ModelSpec
 from pipelines.engine.tokenizer import FILE_SEP, FIM_MIDDLE, FIM_PAD, FIM_PREFIX, FIM_SUFFIX, REPO_NAME, CodeTokenizer
+from pipelines.model_source import engine_for
 
 FINISH_EMPTY = "empty_input"
 FINISH_ERROR = "error"
@@ -80,10 +77,11 @@ class StopStrings:
 
 
 class GenerationEngine:
-    def __init__(self, model, tokenizer: CodeTokenizer, device: torch.device):
-        self.model = model
+    """`decoder` turns token ids into generated token ids: a TorchDecoder or an OpenVINODecoder."""
+
+    def __init__(self, decoder, tokenizer: CodeTokenizer):
+        self.decoder = decoder
         self.tokenizer = tokenizer
-        self.device = device
         self.fim_middle_id = tokenizer.token_id(FIM_MIDDLE)
         # A FIM middle ends at end-of-text (always a stop) or at any of these: the model has
         # moved on to another file or another FIM segment.
@@ -93,15 +91,26 @@ class GenerationEngine:
 
     @classmethod
     def load(cls, spec: ModelSpec) -> "GenerationEngine":
-        if spec.num_threads:
-            torch.set_num_threads(spec.num_threads)
-        model, device = load_model(spec)
-        return cls(model, CodeTokenizer.from_dir(spec.source), device)
+        tokenizer = CodeTokenizer.from_dir(spec.source)
+        if engine_for(spec.source, spec.engine) == "openvino":
+            from pipelines.engine.openvino_decoder import OpenVINODecoder
+
+            return cls(OpenVINODecoder.load(spec, tokenizer.eos_token_id), tokenizer)
+        from pipelines.engine.torch_decoder import TorchDecoder
+
+        return cls(TorchDecoder.load(spec, tokenizer.eos_token_id), tokenizer)
+
+    @property
+    def model(self):
+        return self.decoder.model  # the torch engine's transformers model
+
+    @property
+    def device(self):
+        return self.decoder.device
 
     def use_threads(self, n: int) -> None:
         """Match intra-op threads to the cores this worker was given."""
-        if n > 0 and torch.get_num_threads() != n:
-            torch.set_num_threads(n)
+        self.decoder.use_threads(n)
 
     def complete(
         self, prompts: list[str], params: GenerationParams, batch_size: int = 8, max_batch_tokens: int = 0
@@ -135,12 +144,16 @@ class GenerationEngine:
         }
         outputs = {}
         lengths = [len(encoded[p]) for p, _ in requests]
-        for start, end in plan_batches(lengths, batch_size, params.max_output_length, max_batch_tokens):
+        if self.decoder.schedules_itself:
+            batches = [(0, len(requests))] if requests else []
+        else:
+            batches = plan_batches(lengths, batch_size, params.max_output_length, max_batch_tokens)
+        for start, end in batches:
             batch = requests[start:end]
             for p, _ in batch:
                 faults.check_prompt(prompts[p])
             row_stops = [self.fim_stop_ids if is_fim[p] else frozenset() for p, _ in batch]
-            results = self._generate_splitting_on_oom(
+            results = self.decoder.generate(
                 [encoded[p] for p, _ in batch], params, [seeds[r] for r in batch], stop, row_stops
             )
             outputs.update(zip(batch, results))
@@ -168,24 +181,6 @@ class GenerationEngine:
                 )
             completions.append(row)
         return completions
-
-    def _generate_splitting_on_oom(self, prompts, params, seeds, stop, row_stops):
-        """Generate a batch; if it runs out of memory, generate each half on its own instead."""
-        try:
-            faults.check_batch(len(prompts))
-            return generate_batch(
-                self.model, prompts, params, self.tokenizer.eos_token_id, self.device,
-                seeds=seeds, stop_check=stop, row_stop_ids=row_stops,
-            )
-        except (torch.OutOfMemoryError, MemoryError):
-            if len(prompts) == 1:
-                raise
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            half = len(prompts) // 2
-            return self._generate_splitting_on_oom(
-                prompts[:half], params, seeds[:half], stop, row_stops[:half]
-            ) + self._generate_splitting_on_oom(prompts[half:], params, seeds[half:], stop, row_stops[half:])
 
     def _completion_text(self, prompt_ids, generated, ends_with_stop_token, stop) -> str:
         if ends_with_stop_token:

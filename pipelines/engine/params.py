@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, fields
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
+# auto: openvino when the model directory holds only an OpenVINO export, else pytorch.
+ENGINES = ("auto", "pytorch", "openvino")
 
 
 class InvalidParamError(ValueError):
@@ -41,6 +43,7 @@ def validate_generation_value(name: str, value) -> None:
         "stopStrings": (lambda v: all(isinstance(s, str) and s for s in v), "a list of non-empty strings"),
         "device": (lambda v: v in DEVICES, f"one of {', '.join(DEVICES)}"),
         "dtype": (lambda v: v in DTYPES, f"one of {', '.join(DTYPES)}"),
+        "engine": (lambda v: v in ENGINES, f"one of {', '.join(ENGINES)}"),
         "onRowError": (lambda v: v in ("fail", "keep"), "'fail' or 'keep'"),
     }
     if name in rules:
@@ -112,12 +115,14 @@ class ModelSpec:
     dtype: str = "auto"
     # Threads per Python worker; 0 means "the cores Spark gave the task" (or all, outside Spark).
     num_threads: int = 0
+    engine: str = "auto"  # pytorch (transformers) or openvino (OpenVINO GenAI, continuous batching)
 
     def __post_init__(self):
         check_param("model source", bool(self.source), "a model directory or hub id", self.source)
         validate_generation_value("device", self.device)
         validate_generation_value("dtype", self.dtype)
+        validate_generation_value("engine", self.engine)
         check_param("num_threads", self.num_threads >= 0, "an integer >= 0", self.num_threads)
 
     def cache_key(self) -> tuple:
-        return (self.source, self.device, self.dtype)
+        return (self.source, self.device, self.dtype, self.engine)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import pyarrow as pa
@@ -76,8 +76,10 @@ class PartitionGenerator:
         for batch in batches:
             if engine is None and batch.num_rows:
                 faults.at_partition_start()
-                engine = model_cache.get_engine(self.model)
-                engine.use_threads(self.model.num_threads or task_cores())
+                # The task's cores unless set: torch adjusts per task, OpenVINO compiles with it.
+                spec = replace(self.model, num_threads=self.model.num_threads or task_cores())
+                engine = model_cache.get_engine(spec)
+                engine.use_threads(spec.num_threads)
             generations, batch_tokens = self._generate(engine, batch)
             rows += batch.num_rows
             tokens += batch_tokens

@@ -1,0 +1,126 @@
+"""The OpenVINO engine on the bundled demo model's export: same answers as the PyTorch engine,
+the same generation settings honoured, batch-invariant, and usable from Spark."""
+
+import pandas as pd
+import pytest
+import torch
+
+pytest.importorskip("openvino_genai")
+
+from pipelines import bundled, generation_job  # noqa: E402
+from pipelines.annotators.starcoder_transformer import StarCoderTransformer  # noqa: E402
+from pipelines.config import config_from_dict  # noqa: E402
+from pipelines.engine.engine import GenerationEngine  # noqa: E402
+from pipelines.engine.params import GenerationParams, InvalidParamError, ModelSpec  # noqa: E402
+from pipelines.fim import fim_prompt  # noqa: E402
+from pipelines.model_source import ModelSourceError, engine_for  # noqa: E402
+
+OV_DIR = str(bundled.DEMO_MODEL_OPENVINO)
+PT_DIR = str(bundled.DEMO_MODEL)
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    return list(pd.read_parquet(bundled.SAMPLE_PROMPTS).sort_values("id")["prompt"])[:40]
+
+
+@pytest.fixture(scope="module")
+def ov():
+    return GenerationEngine.load(ModelSpec(source=OV_DIR, dtype="float32", num_threads=2))
+
+
+@pytest.fixture(scope="module")
+def pt():
+    return GenerationEngine.load(ModelSpec(source=PT_DIR, dtype="float32", num_threads=2))
+
+
+def test_engine_is_picked_by_what_the_directory_holds(tmp_path):
+    assert engine_for(OV_DIR) == "openvino" and engine_for(PT_DIR) == "pytorch"
+    assert engine_for(PT_DIR, "pytorch") == "pytorch" and engine_for(OV_DIR, "openvino") == "openvino"
+    with pytest.raises(ModelSourceError, match="export_openvino.sh"):
+        engine_for(PT_DIR, "openvino")
+    with pytest.raises(ModelSourceError, match="use engine 'openvino'"):
+        engine_for(OV_DIR, "pytorch")
+    with pytest.raises(InvalidParamError, match="engine must be one of"):
+        ModelSpec(source=OV_DIR, engine="onnx")
+
+
+def test_greedy_tokens_match_the_pytorch_engine(ov, pt, prompts):
+    params = GenerationParams(max_output_length=24)
+    ids = [pt.tokenizer.encode(p) for p in prompts]
+    ours = ov.decoder.generate(ids, params, [None] * len(ids), None, [frozenset()] * len(ids))
+    differ = 0
+    for prompt_ids, a in zip(ids, ours):
+        b = pt.decoder.generate([prompt_ids], params, [None], None, [frozenset()])[0]
+        if a.token_ids == b.token_ids:
+            continue
+        differ += 1
+        # Two engines add floats in different orders: they may part only where the top two
+        # logits are all but tied.
+        k = next(i for i, (x, y) in enumerate(zip(a.token_ids, b.token_ids)) if x != y)
+        with torch.no_grad():
+            logits = pt.model(torch.tensor([prompt_ids + b.token_ids[:k]])).logits[0, -1]
+        assert abs(logits[a.token_ids[k]] - logits[b.token_ids[k]]) < 0.01
+    assert differ <= len(ids) // 10
+
+
+def test_output_does_not_depend_on_the_batch(ov, prompts):
+    params = GenerationParams(max_output_length=12)
+    together = [r[0].completion for r in ov.complete(prompts[:12], params)]
+    reversed_ = [r[0].completion for r in ov.complete(prompts[:12][::-1], params)][::-1]
+    alone = [ov.complete([p], params)[0][0].completion for p in prompts[:12]]
+    assert together == reversed_ == alone
+
+
+def test_stop_strings_cut_the_text_and_end_generation(ov, prompts):
+    plain = ov.complete(prompts[:1], GenerationParams(max_output_length=40, return_full_text=False))[0][0]
+    assert plain.finish_reason == "length" and len(plain.completion) > 10
+    stop = plain.completion[6:9]
+    cut = ov.complete(prompts[:1], GenerationParams(max_output_length=40, stop_strings=[stop]))[0][0]
+    assert cut.finish_reason == "stop"
+    assert cut.completion == plain.completion[: plain.completion.index(stop)]
+    assert cut.completion_tokens < plain.completion_tokens
+
+
+def test_fill_in_the_middle_returns_the_middle_only(ov):
+    prompt = fim_prompt("def add(a, b):\n    ", "\n\nprint(add(1, 2))\n")
+    out = ov.complete([prompt], GenerationParams(max_output_length=30))[0][0]
+    assert out.text == out.completion and "<fim_" not in out.completion
+    assert out.finish_reason in ("eos", "stop", "length")
+
+
+def test_sampling_is_reproducible_per_sequence_and_samples_differ(ov, prompts):
+    params = GenerationParams(max_output_length=12, do_sample=True, temperature=1.0, random_seed=7, n_return_sequences=3)
+    together = [[c.completion for c in row] for row in ov.complete(prompts[:4], params)]
+    alone = [[c.completion for c in ov.complete([p], params)[0]] for p in prompts[:4]]
+    assert together == alone
+    assert all(len(set(row)) > 1 for row in together)
+    other = GenerationParams(max_output_length=12, do_sample=True, temperature=1.0, random_seed=8, n_return_sequences=3)
+    assert [[c.completion for c in row] for row in ov.complete(prompts[:4], other)] != together
+
+
+def test_min_output_length_and_unsupported_settings(ov, prompts):
+    out = ov.complete(prompts[:3], GenerationParams(max_output_length=8, min_output_length=8))
+    assert all(r[0].completion_tokens == 8 for r in out)
+    with pytest.raises(InvalidParamError, match="ignoreTokenIds"):
+        ov.complete(prompts[:1], GenerationParams(ignore_token_ids=[5]))
+
+
+def test_load_saved_model_picks_openvino_and_spark_job_runs_it(spark, tmp_path, ov, prompts):
+    assert StarCoderTransformer.loadSavedModel(OV_DIR, spark).getEngine() == "openvino"
+    assert StarCoderTransformer.loadSavedModel(PT_DIR, spark).getEngine() == "pytorch"
+    with pytest.raises(ModelSourceError, match="export_openvino.sh"):
+        StarCoderTransformer.loadSavedModel(PT_DIR, spark, use_openvino=True)
+
+    path = str(tmp_path / "in.parquet")
+    pd.DataFrame({"id": [f"r{i}" for i in range(10)], "prompt": prompts[:10]}).to_parquet(path)
+    config = config_from_dict({
+        "input": {"path": path, "id_col": "id", "text_col": "prompt"},
+        "model": {"source": "bundled:demo-model-openvino", "engine": "openvino", "dtype": "float32"},
+        "generation": {"max_output_length": 10},
+        "output": {"path": str(tmp_path / "out"), "shards": 2},
+    })
+    generation_job.run(spark, config)
+    rows = {r.id: r.completion for r in spark.read.parquet(str(tmp_path / "out")).collect()}
+    expected = [r[0].completion for r in ov.complete(prompts[:10], GenerationParams(max_output_length=10))]
+    assert rows == {f"r{i}": text for i, text in enumerate(expected)}
