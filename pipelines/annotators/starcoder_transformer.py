@@ -20,7 +20,7 @@ from pyspark.sql.types import StructField, StructType
 from pipelines.annotators.annotation_schema import ANNOTATION_ARRAY_TYPE, DOCUMENT, annotator_metadata
 from pipelines.annotators.annotator_properties import AnnotatorProperties, HasBatchedAnnotate
 from pipelines.engine.params import GenerationParams, ModelSpec, validate_generation_value
-from pipelines.model_source import DEFAULT_PRETRAINED, engine_for, has_safetensors, resolve_model, resolve_pretrained
+from pipelines.model_source import DEFAULT_PRETRAINED, engine_for, resolve_model, resolve_pretrained
 from pipelines.stop_presets import stop_strings
 
 
@@ -98,7 +98,7 @@ class StarCoderTransformer(
         TypeConverters.toString,
     )
     numThreads = _param(
-        "numThreads", "Torch threads per task; 0 uses the cores Spark gives each task (spark.task.cpus)", TypeConverters.toInt
+        "numThreads", "Inference threads per task; 0 uses the cores Spark gives each task (spark.task.cpus)", TypeConverters.toInt
     )
 
     @keyword_only
@@ -297,7 +297,7 @@ class StarCoderTransformer(
         or use_openvino=True, runs on OpenVINO; otherwise on PyTorch.
         """
         resolved = resolve_model(folder)
-        engine = "openvino" if use_openvino or not has_safetensors(resolved.path) else "pytorch"
+        engine = "openvino" if use_openvino else engine_for(resolved.path)
         transformer = StarCoderTransformer(modelSource=resolved.path, engine=engine)
         transformer.model_spec()  # an OpenVINO request without an export fails here, on the driver
         return transformer

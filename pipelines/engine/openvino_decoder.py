@@ -25,10 +25,9 @@ MAX_BATCHED_TOKENS = 2048  # tokens per scheduler step: prompt chunks plus one p
 class OpenVINODecoder:
     schedules_itself = True  # give it every request at once
 
-    def __init__(self, pipeline, eos_id: int, threads: int):
+    def __init__(self, pipeline, eos_id: int):
         self.pipeline = pipeline
         self.eos_id = eos_id
-        self.threads = threads
 
     @classmethod
     def load(cls, spec: ModelSpec, eos_id: int) -> "OpenVINODecoder":
@@ -46,12 +45,11 @@ class OpenVINODecoder:
         scheduler.max_num_seqs = MAX_RUNNING_SEQUENCES
         scheduler.max_num_batched_tokens = MAX_BATCHED_TOKENS
         scheduler.dynamic_split_fuse = True
-        threads = spec.num_threads or os.cpu_count() or 1
-        properties = {"INFERENCE_NUM_THREADS": threads}
+        properties = {"INFERENCE_NUM_THREADS": spec.num_threads or os.cpu_count() or 1}
         precision = _PRECISIONS.get(spec.dtype)
         if precision:
             properties.update(INFERENCE_PRECISION_HINT=precision, KV_CACHE_PRECISION=precision)
-        return cls(og.ContinuousBatchingPipeline(spec.source, scheduler, "CPU", properties), eos_id, threads)
+        return cls(og.ContinuousBatchingPipeline(spec.source, scheduler, "CPU", properties), eos_id)
 
     def use_threads(self, n: int) -> None:
         pass  # fixed when the pipeline is compiled: the spec's num_threads, else the task's cores
