@@ -124,3 +124,16 @@ def test_load_saved_model_picks_openvino_and_spark_job_runs_it(spark, tmp_path, 
     rows = {r.id: r.completion for r in spark.read.parquet(str(tmp_path / "out")).collect()}
     expected = [r[0].completion for r in ov.complete(prompts[:10], GenerationParams(max_output_length=10))]
     assert rows == {f"r{i}": text for i, text in enumerate(expected)}
+
+
+def test_threads_are_pinned_only_when_the_pipeline_has_the_machine(monkeypatch):
+    from pipelines.engine import openvino_decoder
+
+    monkeypatch.setattr(openvino_decoder, "machine_cores", lambda: 4)
+    shared = openvino_decoder.cpu_properties(ModelSpec(source=OV_DIR, num_threads=1, dtype="float32"))
+    # One Spark task among several on a worker: pinning would put every task on the same core.
+    assert shared["INFERENCE_NUM_THREADS"] == 1 and shared["ENABLE_CPU_PINNING"] is False
+    assert shared["INFERENCE_PRECISION_HINT"] == "f32"
+    alone = openvino_decoder.cpu_properties(ModelSpec(source=OV_DIR, num_threads=0))
+    assert alone["INFERENCE_NUM_THREADS"] == 4 and alone["ENABLE_CPU_PINNING"] is True
+    assert "INFERENCE_PRECISION_HINT" not in alone  # auto: the plugin's default for this CPU

@@ -22,6 +22,26 @@ MAX_RUNNING_SEQUENCES = 64
 MAX_BATCHED_TOKENS = 2048  # tokens per scheduler step: prompt chunks plus one per running sequence
 
 
+def machine_cores() -> int:
+    """Cores this process may run on (its affinity mask, as containers and taskset set it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def cpu_properties(spec: ModelSpec) -> dict:
+    """The CPU plugin's settings: threads, pinning and precision for this spec."""
+    threads = spec.num_threads or machine_cores()
+    # OpenVINO pins a pipeline's threads to the first cores it sees: Spark tasks sharing a machine
+    # would all pin to the same cores and halve each other's speed, so pin only a pipeline alone.
+    properties = {"INFERENCE_NUM_THREADS": threads, "ENABLE_CPU_PINNING": threads >= machine_cores()}
+    precision = _PRECISIONS.get(spec.dtype)
+    if precision:
+        properties.update(INFERENCE_PRECISION_HINT=precision, KV_CACHE_PRECISION=precision)
+    return properties
+
+
 class OpenVINODecoder:
     schedules_itself = True  # give it every request at once
 
@@ -45,11 +65,7 @@ class OpenVINODecoder:
         scheduler.max_num_seqs = MAX_RUNNING_SEQUENCES
         scheduler.max_num_batched_tokens = MAX_BATCHED_TOKENS
         scheduler.dynamic_split_fuse = True
-        properties = {"INFERENCE_NUM_THREADS": spec.num_threads or os.cpu_count() or 1}
-        precision = _PRECISIONS.get(spec.dtype)
-        if precision:
-            properties.update(INFERENCE_PRECISION_HINT=precision, KV_CACHE_PRECISION=precision)
-        return cls(og.ContinuousBatchingPipeline(spec.source, scheduler, "CPU", properties), eos_id)
+        return cls(og.ContinuousBatchingPipeline(spec.source, scheduler, "CPU", cpu_properties(spec)), eos_id)
 
     def use_threads(self, n: int) -> None:
         pass  # fixed when the pipeline is compiled: the spec's num_threads, else the task's cores
