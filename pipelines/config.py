@@ -57,6 +57,7 @@ class ModelSettings:
     dtype: str = "auto"
     num_threads: int = 0
     engine: str = "auto"  # pytorch, openvino, or auto: by what the model directory holds
+    kv_cache_gb: int = 1  # KV cache memory per worker (GiB)
 
 
 @dataclass
@@ -250,6 +251,8 @@ def check_values(config: JobConfig, source: str) -> None:
         fail("model.dtype", f"must be one of {', '.join(DTYPES)}, got {config.model.dtype!r}")
     if config.model.engine not in ENGINES:
         fail("model.engine", f"must be one of {', '.join(ENGINES)}, got {config.model.engine!r}")
+    if config.model.kv_cache_gb < 1:
+        fail("model.kv_cache_gb", f"must be a whole number of GiB >= 1, got {config.model.kv_cache_gb!r}")
     try:
         stop_strings(config.generation.stop_preset)
     except ValueError as e:

@@ -44,6 +44,7 @@ def build_pipeline(config: JobConfig, model_path: str | None = None) -> Pipeline
         dtype=config.model.dtype,
         numThreads=config.model.num_threads,
         engine=config.model.engine,
+        kvCacheSizeGB=config.model.kv_cache_gb,
         maxOutputLength=g.max_output_length,
         minOutputLength=g.min_output_length,
         doSample=g.do_sample,

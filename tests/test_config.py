@@ -68,6 +68,8 @@ def test_bad_value_is_named_by_its_config_key(tmp_path):
         load_config(write(tmp_path, MINIMAL), ["generation.top_p=1.5"])
     with pytest.raises(ConfigError, match="output.mode must be one of error, overwrite, resume"):
         load_config(write(tmp_path, MINIMAL), ["output.mode=append"])
+    with pytest.raises(ConfigError, match="model.kv_cache_gb must be a whole number of GiB >= 1, got 0"):
+        load_config(write(tmp_path, MINIMAL), ["model.kv_cache_gb=0"])
 
 
 def test_required_keys_are_named(tmp_path):

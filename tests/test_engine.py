@@ -103,6 +103,8 @@ def test_bad_model_spec_values_are_rejected():
         ModelSpec(source="/x", dtype="fp8")
     with pytest.raises(InvalidParamError, match="device"):
         ModelSpec(source="/x", device="tpu")
+    with pytest.raises(InvalidParamError, match="kvCacheSizeGB"):
+        ModelSpec(source="/x", kv_cache_gb=0)
 
 
 def test_batches_respect_the_row_and_token_bounds():
@@ -121,6 +123,31 @@ def test_token_bound_does_not_change_greedy_output(engine):
     params = GenerationParams(max_output_length=8)
     assert [r[0].text for r in engine.complete(PROMPTS, params, 8, max_batch_tokens=30)] == \
         [r[0].text for r in engine.complete(PROMPTS, params, 8)]
+
+
+def test_batches_stay_within_the_kv_cache_memory(engine, monkeypatch):
+    import pipelines.engine.torch_decoder as decoder_module
+
+    config = engine.model.config
+    head_dim = config.hidden_size // config.num_attention_heads
+    per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * 4  # fp32
+    assert decoder_module.kv_bytes_per_token(engine.model) == per_token
+    assert engine.decoder.kv_token_budget == 2**30 // per_token  # the default: 1 GiB
+
+    planned, real = [], decoder_module.generate_batch
+
+    def recording(model, prompts, params, *args, **kwargs):
+        planned.append(len(prompts) * (max(map(len, prompts)) + params.max_output_length))
+        return real(model, prompts, params, *args, **kwargs)
+
+    monkeypatch.setattr(decoder_module, "generate_batch", recording)
+    params = GenerationParams(max_output_length=8)
+    unbounded = [r[0].text for r in engine.complete(PROMPTS, params, 8)]
+    assert len(planned) == 1  # all three rows fit the default cache
+    planned.clear()
+    monkeypatch.setattr(engine.decoder, "kv_token_budget", 30)
+    assert [r[0].text for r in engine.complete(PROMPTS, params, 8)] == unbounded
+    assert len(planned) > 1 and all(tokens <= 30 for tokens in planned[:-1])
 
 
 def test_duplicate_prompts_are_generated_once_with_the_same_answer(engine, monkeypatch):

@@ -2,6 +2,7 @@
 
 import shutil
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from pyspark.ml import Pipeline, PipelineModel
@@ -9,7 +10,7 @@ from pyspark.sql import functions as F
 
 from pipelines import DocumentAssembler, StarCoderTransformer
 from pipelines.annotators.annotation_schema import is_annotation_array
-from pipelines.engine.params import GenerationParams, InvalidParamError
+from pipelines.engine.params import GenerationParams, InvalidParamError, ModelSpec
 
 CODE = [
     "def add(a, b):",
@@ -92,11 +93,25 @@ def test_every_spark_nlp_setter_exists_and_chains():
 @pytest.mark.parametrize(
     "setter,value,name",
     [("setTopP", 1.5, "topP"), ("setMaxOutputLength", -1, "maxOutputLength"), ("setTemperature", 0.0, "temperature"),
-     ("setBatchSize", 0, "batchSize"), ("setDtype", "fp8", "dtype"), ("setNReturnSequences", 0, "nReturnSequences")],
+     ("setBatchSize", 0, "batchSize"), ("setDtype", "fp8", "dtype"), ("setNReturnSequences", 0, "nReturnSequences"),
+     ("setKvCacheSizeGB", 0, "kvCacheSizeGB")],
 )
 def test_invalid_values_are_rejected_at_set_time(setter, value, name):
     with pytest.raises(InvalidParamError, match=name):
         getattr(StarCoderTransformer(), setter)(value)
+
+
+def test_model_settings_reach_the_model_spec_from_the_job_config():
+    from pipelines import bundled
+    from pipelines.config import load_config
+    from pipelines.generation_job import build_pipeline
+
+    config = load_config(Path(__file__).resolve().parent.parent / "conf" / "local.yaml",
+                         ["model.kv_cache_gb=3", "model.num_threads=2", "model.dtype=int8"])
+    starcoder = build_pipeline(config).getStages()[-1]
+    spec = starcoder.model_spec()
+    assert (spec.source, spec.dtype, spec.num_threads, spec.kv_cache_gb) == (str(bundled.DEMO_MODEL), "int8", 2, 3)
+    assert spec.cache_key() != ModelSpec(spec.source, spec.device, spec.dtype, 2, spec.engine, 1).cache_key()
 
 
 def test_set_input_cols_checks_the_count():

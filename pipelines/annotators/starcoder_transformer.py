@@ -100,6 +100,11 @@ class StarCoderTransformer(
     numThreads = _param(
         "numThreads", "Inference threads per task; 0 uses the cores Spark gives each task (spark.task.cpus)", TypeConverters.toInt
     )
+    kvCacheSizeGB = _param(
+        "kvCacheSizeGB",
+        "KV cache memory per worker in GiB: openvino allocates it once, pytorch keeps each batch within it",
+        TypeConverters.toInt,
+    )
 
     @keyword_only
     def __init__(self, **kwargs):
@@ -127,6 +132,7 @@ class StarCoderTransformer(
             device="auto",
             dtype="auto",
             numThreads=0,
+            kvCacheSizeGB=1,
             onRowError="fail",
             maxBatchTokens=0,
         )
@@ -274,6 +280,12 @@ class StarCoderTransformer(
     def getNumThreads(self):
         return self.getOrDefault(self.numThreads)
 
+    def setKvCacheSizeGB(self, value):
+        return self._set(kvCacheSizeGB=value)
+
+    def getKvCacheSizeGB(self):
+        return self.getOrDefault(self.kvCacheSizeGB)
+
     def setMaxBatchTokens(self, value):
         return self._set(maxBatchTokens=value)
 
@@ -343,7 +355,8 @@ class StarCoderTransformer(
             )
         source = resolve_model(self.getModelSource()).path  # fails here, on the driver, if it is gone
         spec = ModelSpec(source=source, device=self.getDevice(), dtype=self.getDtype(),
-                         num_threads=self.getNumThreads(), engine=self.getEngine())
+                         num_threads=self.getNumThreads(), engine=self.getEngine(),
+                         kv_cache_gb=self.getKvCacheSizeGB())
         engine_for(source, spec.engine)  # the directory holds what the engine needs, or a clear error now
         return spec
 

@@ -118,7 +118,8 @@ class GenerationEngine:
         """For each prompt, `params.n_return_sequences` completions, in the prompts' order.
 
         `max_batch_tokens` (0: no bound) caps rows x (longest prompt + max_output_length) per batch,
-        which bounds the KV cache and activations of every forward pass.
+        which bounds the KV cache and activations of every forward pass; batches also stay within
+        the KV cache memory the model spec gives (kv_cache_gb).
         """
         if params.n_return_sequences > 1 and not params.do_sample:
             raise InvalidParamError("nReturnSequences > 1 needs doSample=True: greedy decoding gives one answer")
@@ -147,7 +148,9 @@ class GenerationEngine:
         if self.decoder.schedules_itself:
             batches = [(0, len(requests))] if requests else []
         else:
-            batches = plan_batches(lengths, batch_size, params.max_output_length, max_batch_tokens)
+            budget = self.decoder.kv_token_budget
+            bound = min(max_batch_tokens, budget) if max_batch_tokens else budget
+            batches = plan_batches(lengths, batch_size, params.max_output_length, bound)
         for start, end in batches:
             batch = requests[start:end]
             for p, _ in batch:

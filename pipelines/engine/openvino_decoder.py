@@ -17,7 +17,6 @@ from pipelines.engine.params import InvalidParamError, ModelSpec
 # dtype -> OpenVINO CPU inference precision. The weights' own format (fp32, fp16, int8, int4)
 # is chosen at export; "auto" keeps the plugin's default for this CPU.
 _PRECISIONS = {"float32": "f32", "int8": "f32", "bfloat16": "bf16", "float16": "f16"}
-KV_CACHE_GB = 1  # the paged KV cache per worker; the scheduler runs fewer sequences when it is full
 MAX_RUNNING_SEQUENCES = 64
 MAX_BATCHED_TOKENS = 2048  # tokens per scheduler step: prompt chunks plus one per running sequence
 
@@ -61,7 +60,7 @@ class OpenVINODecoder:
         if spec.device == "cuda":
             raise InvalidParamError("engine 'openvino' runs on the CPU here; use engine 'pytorch' for device 'cuda'")
         scheduler = og.SchedulerConfig()
-        scheduler.cache_size = KV_CACHE_GB
+        scheduler.cache_size = spec.kv_cache_gb  # paged; when full, the scheduler runs fewer sequences
         scheduler.max_num_seqs = MAX_RUNNING_SEQUENCES
         scheduler.max_num_batched_tokens = MAX_BATCHED_TOKENS
         scheduler.dynamic_split_fuse = True

@@ -45,6 +45,7 @@ def validate_generation_value(name: str, value) -> None:
         "dtype": (lambda v: v in DTYPES, f"one of {', '.join(DTYPES)}"),
         "engine": (lambda v: v in ENGINES, f"one of {', '.join(ENGINES)}"),
         "onRowError": (lambda v: v in ("fail", "keep"), "'fail' or 'keep'"),
+        "kvCacheSizeGB": (lambda v: isinstance(v, int) and v >= 1, "a whole number of GiB >= 1"),
     }
     if name in rules:
         ok, expected = rules[name]
@@ -116,6 +117,9 @@ class ModelSpec:
     # Threads per Python worker; 0 means "the cores Spark gave the task" (or all, outside Spark).
     num_threads: int = 0
     engine: str = "auto"  # pytorch (transformers) or openvino (OpenVINO GenAI, continuous batching)
+    # Memory for the KV cache per worker: openvino allocates it once; pytorch keeps every batch's
+    # rows x (longest prompt + new tokens) within it.
+    kv_cache_gb: int = 1
 
     def __post_init__(self):
         check_param("model source", bool(self.source), "a model directory or hub id", self.source)
@@ -123,6 +127,7 @@ class ModelSpec:
         validate_generation_value("dtype", self.dtype)
         validate_generation_value("engine", self.engine)
         check_param("num_threads", self.num_threads >= 0, "an integer >= 0", self.num_threads)
+        validate_generation_value("kvCacheSizeGB", self.kv_cache_gb)
 
     def cache_key(self) -> tuple:
-        return (self.source, self.device, self.dtype, self.engine)
+        return (self.source, self.device, self.dtype, self.engine, self.kv_cache_gb)

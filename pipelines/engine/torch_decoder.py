@@ -10,22 +10,34 @@ from pipelines.engine.model_loader import load_model
 from pipelines.engine.params import ModelSpec
 
 
+def kv_bytes_per_token(model) -> int:
+    """Keys and values of one token over all layers, in the dtype the model computes in."""
+    config = model.config
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    element = model.get_input_embeddings().weight.element_size()  # int8 weights still compute in fp32
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * element
+
+
 class TorchDecoder:
     """Generates one planned batch at a time (the caller sorts and plans the batches)."""
 
     schedules_itself = False
 
-    def __init__(self, model, device: torch.device, eos_id: int):
+    def __init__(self, model, device: torch.device, eos_id: int, kv_cache_gb: int = 1):
         self.model = model
         self.device = device
         self.eos_id = eos_id
+        # Tokens the KV cache may hold at once: the caller plans batches within it.
+        self.kv_token_budget = kv_cache_gb * 2**30 // kv_bytes_per_token(model)
 
     @classmethod
     def load(cls, spec: ModelSpec, eos_id: int) -> "TorchDecoder":
         if spec.num_threads:
             torch.set_num_threads(spec.num_threads)
         model, device = load_model(spec)
-        return cls(model, device, eos_id)
+        return cls(model, device, eos_id, spec.kv_cache_gb)
 
     def use_threads(self, n: int) -> None:
         if n > 0 and torch.get_num_threads() != n:
