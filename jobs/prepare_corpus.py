@@ -93,12 +93,12 @@ def main(argv=None) -> int:
     parser.add_argument("--master", default=None, help="Spark master (default: spark-submit's, else local[*])")
     args = parser.parse_args(argv)
 
-    from pipelines.spark_session import worker_environment
+    from pipelines.spark_session import on_loopback, worker_environment
 
     worker_environment()
     builder = SparkSession.builder.appName("starcoder-pipelines-prepare-corpus")
     if args.master:
-        builder = builder.master(args.master)
+        builder = on_loopback(builder.master(args.master), args.master)
     spark = builder.getOrCreate()
     try:
         sources = read_sources(spark, args.source_dir, args.source_table, args.glob)

@@ -20,11 +20,19 @@ def worker_environment() -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, *paths]))
 
 
+def on_loopback(builder, master: str | None):
+    """A local-mode session serves no other machine: its driver and UI listen on 127.0.0.1 only."""
+    if master and master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # the UI binds by this, read when the JVM starts
+        builder = builder.config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1")
+    return builder
+
+
 def build_session(settings: SparkSettings) -> SparkSession:
     worker_environment()
     builder = SparkSession.builder.appName(settings.app_name)
     if settings.master:
-        builder = builder.master(settings.master)
+        builder = on_loopback(builder.master(settings.master), settings.master)
     # Shard commits rely on the v1 committer: files become visible only when a shard commits.
     builder = builder.config("spark.hadoop.mapreduce.fileoutputcommitter.algorithm.version", "1")
     for key, value in settings.conf.items():

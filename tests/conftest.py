@@ -64,8 +64,10 @@ def inject_faults(faults_file):
 def spark(tmp_path_factory, load_log, faults_file):
     from pyspark.sql import SparkSession
 
+    from pipelines.spark_session import on_loopback
+
     session = (
-        SparkSession.builder.master("local[2,3]")  # 2 cores; a failed task is retried (3 attempts)
+        on_loopback(SparkSession.builder.master("local[2,3]"), "local[2,3]")  # 2 cores; a failed task is retried (3 attempts)
         .appName("starcoder-pipelines-tests")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "4")

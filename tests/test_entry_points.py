@@ -92,3 +92,23 @@ def test_spark_submit_runs_the_job(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "o" / "_summary.json").read_text())
     assert summary["master"] == "local[2]" and summary["rows_out"] == summary["rows_in"]
+
+
+def test_local_sessions_listen_on_loopback_only(spark):
+    from pipelines.spark_session import on_loopback
+
+    class Recorder:
+        def __init__(self):
+            self.conf = {}
+
+        def config(self, key, value):
+            self.conf[key] = value
+            return self
+
+    local = on_loopback(Recorder(), "local[2]").conf
+    assert local == {"spark.driver.bindAddress": "127.0.0.1", "spark.driver.host": "127.0.0.1"}
+    assert on_loopback(Recorder(), "spark://10.0.0.5:7077").conf == {}  # a cluster's executors must reach it
+    assert on_loopback(Recorder(), None).conf == {}
+    assert os.environ["SPARK_LOCAL_IP"] == "127.0.0.1"
+    conf = spark.sparkContext.getConf()
+    assert conf.get("spark.driver.host") == "127.0.0.1" and conf.get("spark.driver.bindAddress") == "127.0.0.1"
