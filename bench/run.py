@@ -121,12 +121,12 @@ def export_openvino(model_dir: str, dest: Path, weights: str) -> str:
 def spark_session():
     from pyspark.sql import SparkSession
 
-    from pipelines.spark_session import on_loopback, worker_environment
+    from pipelines.spark_session import with_master, worker_environment
 
     worker_environment()
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "bench"), os.environ["PYTHONPATH"]])
     return (
-        on_loopback(SparkSession.builder.master("local[2]"), "local[2]").appName("starcoder-pipelines-bench")
+        with_master(SparkSession.builder, "local[2]").appName("starcoder-pipelines-bench")
         .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2")
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", "10000").getOrCreate()
     )

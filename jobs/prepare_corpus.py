@@ -93,13 +93,10 @@ def main(argv=None) -> int:
     parser.add_argument("--master", default=None, help="Spark master (default: spark-submit's, else local[*])")
     args = parser.parse_args(argv)
 
-    from pipelines.spark_session import on_loopback, worker_environment
+    from pipelines.spark_session import with_master, worker_environment
 
     worker_environment()
-    builder = SparkSession.builder.appName("starcoder-pipelines-prepare-corpus")
-    if args.master:
-        builder = on_loopback(builder.master(args.master), args.master)
-    spark = builder.getOrCreate()
+    spark = with_master(SparkSession.builder.appName("starcoder-pipelines-prepare-corpus"), args.master).getOrCreate()
     try:
         sources = read_sources(spark, args.source_dir, args.source_table, args.glob)
         counts = write_tables(build_prompts(sources, args.fim_per_file, args.seed), args.out, args.humaneval)

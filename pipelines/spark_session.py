@@ -20,9 +20,13 @@ def worker_environment() -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, *paths]))
 
 
-def on_loopback(builder, master: str | None):
-    """A local-mode session serves no other machine: its driver and UI listen on 127.0.0.1 only."""
-    if master and master.startswith("local"):
+def with_master(builder, master: str | None):
+    """Set the master (None: spark-submit's); a local-mode session serves no other machine, so
+    its driver and UI listen on 127.0.0.1 only."""
+    if not master:
+        return builder
+    builder = builder.master(master)
+    if master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # the UI binds by this, read when the JVM starts
         builder = builder.config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1")
     return builder
@@ -30,9 +34,7 @@ def on_loopback(builder, master: str | None):
 
 def build_session(settings: SparkSettings) -> SparkSession:
     worker_environment()
-    builder = SparkSession.builder.appName(settings.app_name)
-    if settings.master:
-        builder = on_loopback(builder.master(settings.master), settings.master)
+    builder = with_master(SparkSession.builder.appName(settings.app_name), settings.master)
     # Shard commits rely on the v1 committer: files become visible only when a shard commits.
     builder = builder.config("spark.hadoop.mapreduce.fileoutputcommitter.algorithm.version", "1")
     for key, value in settings.conf.items():

@@ -64,10 +64,10 @@ def inject_faults(faults_file):
 def spark(tmp_path_factory, load_log, faults_file):
     from pyspark.sql import SparkSession
 
-    from pipelines.spark_session import on_loopback
+    from pipelines.spark_session import with_master
 
     session = (
-        on_loopback(SparkSession.builder.master("local[2,3]"), "local[2,3]")  # 2 cores; a failed task is retried (3 attempts)
+        with_master(SparkSession.builder, "local[2,3]")  # 2 cores; a failed task is retried (3 attempts)
         .appName("starcoder-pipelines-tests")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "4")

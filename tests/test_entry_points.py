@@ -95,20 +95,25 @@ def test_spark_submit_runs_the_job(tmp_path):
 
 
 def test_local_sessions_listen_on_loopback_only(spark):
-    from pipelines.spark_session import on_loopback
+    from pipelines.spark_session import with_master
 
     class Recorder:
         def __init__(self):
             self.conf = {}
 
+        def master(self, master):
+            self.conf["master"] = master
+            return self
+
         def config(self, key, value):
             self.conf[key] = value
             return self
 
-    local = on_loopback(Recorder(), "local[2]").conf
-    assert local == {"spark.driver.bindAddress": "127.0.0.1", "spark.driver.host": "127.0.0.1"}
-    assert on_loopback(Recorder(), "spark://10.0.0.5:7077").conf == {}  # a cluster's executors must reach it
-    assert on_loopback(Recorder(), None).conf == {}
+    local = with_master(Recorder(), "local[2]").conf
+    assert local == {"master": "local[2]", "spark.driver.bindAddress": "127.0.0.1", "spark.driver.host": "127.0.0.1"}
+    # A cluster's executors must reach the driver.
+    assert with_master(Recorder(), "spark://10.0.0.5:7077").conf == {"master": "spark://10.0.0.5:7077"}
+    assert with_master(Recorder(), None).conf == {}
     assert os.environ["SPARK_LOCAL_IP"] == "127.0.0.1"
     conf = spark.sparkContext.getConf()
     assert conf.get("spark.driver.host") == "127.0.0.1" and conf.get("spark.driver.bindAddress") == "127.0.0.1"

@@ -31,10 +31,11 @@ def machine_cores() -> int:
 
 def cpu_properties(spec: ModelSpec) -> dict:
     """The CPU plugin's settings: threads, pinning and precision for this spec."""
-    threads = spec.num_threads or machine_cores()
+    cores = machine_cores()
+    threads = spec.num_threads or cores
     # OpenVINO pins a pipeline's threads to the first cores it sees: Spark tasks sharing a machine
     # would all pin to the same cores and halve each other's speed, so pin only a pipeline alone.
-    properties = {"INFERENCE_NUM_THREADS": threads, "ENABLE_CPU_PINNING": threads >= machine_cores()}
+    properties = {"INFERENCE_NUM_THREADS": threads, "ENABLE_CPU_PINNING": threads >= cores}
     precision = _PRECISIONS.get(spec.dtype)
     if precision:
         properties.update(INFERENCE_PRECISION_HINT=precision, KV_CACHE_PRECISION=precision)
