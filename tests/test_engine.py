@@ -127,11 +127,12 @@ def test_token_bound_does_not_change_greedy_output(engine):
 
 def test_batches_stay_within_the_kv_cache_memory(engine, monkeypatch):
     import pipelines.engine.torch_decoder as decoder_module
+    from pipelines.engine.memory_plan import kv_bytes_per_token
 
     config = engine.model.config
     head_dim = config.hidden_size // config.num_attention_heads
     per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * 4  # fp32
-    assert decoder_module.kv_bytes_per_token(engine.model) == per_token
+    assert kv_bytes_per_token(config.to_dict(), 4) == per_token
     assert engine.decoder.kv_token_budget == 2**30 // per_token  # the default: 1 GiB
 
     planned, real = [], decoder_module.generate_batch

@@ -51,6 +51,17 @@ def test_greedy_batched_equals_each_prompt_alone(engine, prompts):
         assert out.token_ids == alone.token_ids == ref[: len(alone.token_ids)]
 
 
+def test_prefill_in_chunks_gives_the_same_greedy_output(engine, prompts):
+    """Long batches are prefilled in chunks of columns (bounded activations): same tokens, the
+    chunks crossing the sliding window and the left padding."""
+    params = GenerationParams(max_output_length=30)
+    whole = generate_batch(engine.model, prompts, params, 0, engine.device)
+    rows, width = len(prompts), max(map(len, prompts))
+    chunked = generate_batch(engine.model, prompts, params, 0, engine.device, prefill_chunk_tokens=rows * 37)
+    assert width > 3 * 37  # several chunks, each narrower than the window
+    assert [o.token_ids for o in chunked] == [o.token_ids for o in whole]
+
+
 def test_repetition_penalty_matches_transformers(engine, prompts):
     prompt = prompts[3]
     params = GenerationParams(max_output_length=25, repetition_penalty=1.3)

@@ -43,16 +43,22 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
 
 
-def prefill(model, input_ids, attention_mask, position_ids, cache) -> torch.Tensor:
+def prefill(model, input_ids, attention_mask, position_ids, cache, chunk_tokens: int = 0) -> torch.Tensor:
     # input_ids: [B, S] -> logits of the last position: [B, V]
-    out = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    )
+    # A long batch goes through in chunks of columns of at most `chunk_tokens` tokens (rows x
+    # columns), each attending to the cache of the chunks before it: activations stay bounded.
+    rows, width = input_ids.shape
+    step = max(1, chunk_tokens // rows) if chunk_tokens and rows * width > chunk_tokens else width
+    for start in range(0, width, step):
+        end = min(start + step, width)
+        out = model(
+            input_ids=input_ids[:, start:end],
+            attention_mask=attention_mask[:, :end],
+            position_ids=position_ids[:, start:end],
+            cache=cache,  # transformers >= 5.24 (past_key_values is deprecated)
+            use_cache=True,
+            logits_to_keep=1,
+        )
     return out.logits[:, -1, :].float()
 
 
@@ -62,7 +68,7 @@ def decode_one_token(model, tokens, attention_mask, position_ids, cache) -> torc
         input_ids=tokens,
         attention_mask=attention_mask,
         position_ids=position_ids,
-        past_key_values=cache,
+        cache=cache,  # transformers >= 5.24 (past_key_values is deprecated)
         use_cache=True,
     )
     return out.logits[:, -1, :].float()
@@ -93,10 +99,12 @@ def generate_batch(
     seeds: list[int] | None = None,
     stop_check: Callable[[list[int]], bool] | None = None,
     row_stop_ids: list[frozenset[int]] | None = None,
+    prefill_chunk_tokens: int = 0,
 ) -> list[SequenceOutput]:
     """Generate for every prompt (token ids, none empty); outputs in the prompts' order.
 
     `row_stop_ids` adds stop tokens for single rows (fill-in-the-middle rows stop at FIM tokens).
+    `prefill_chunk_tokens` (0: no bound) bounds the tokens of one prefill forward pass.
     """
     assert prompts and all(prompts), "every prompt needs at least one token"
     from transformers import DynamicCache
@@ -104,7 +112,7 @@ def generate_batch(
     input_ids, attention_mask = left_pad(prompts, eos_id, device)
     positions = positions_from_mask(attention_mask)
     cache = DynamicCache(config=model.config)
-    logits = prefill(model, input_ids, attention_mask, positions, cache)
+    logits = prefill(model, input_ids, attention_mask, positions, cache, prefill_chunk_tokens)
 
     generators = None
     if params.do_sample:

@@ -5,19 +5,14 @@ from __future__ import annotations
 import torch
 
 from pipelines import faults
+from pipelines.engine import memory_plan
 from pipelines.engine.generate import SequenceOutput, generate_batch
 from pipelines.engine.model_loader import load_model
 from pipelines.engine.params import ModelSpec
 
 
-def kv_bytes_per_token(model) -> int:
-    """Keys and values of one token over all layers, in the dtype the model computes in."""
-    config = model.config
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    element = model.get_input_embeddings().weight.element_size()  # int8 weights still compute in fp32
-    return 2 * config.num_hidden_layers * kv_heads * head_dim * element
+def compute_element_size(model) -> int:
+    return model.get_input_embeddings().weight.element_size()  # int8 weights still compute in fp32
 
 
 class TorchDecoder:
@@ -29,8 +24,10 @@ class TorchDecoder:
         self.model = model
         self.device = device
         self.eos_id = eos_id
+        config, element = model.config.to_dict(), compute_element_size(model)
         # Tokens the KV cache may hold at once: the caller plans batches within it.
-        self.kv_token_budget = kv_cache_gb * 2**30 // kv_bytes_per_token(model)
+        self.kv_token_budget = kv_cache_gb * 2**30 // memory_plan.kv_bytes_per_token(config, element)
+        self.prefill_chunk_tokens = memory_plan.prefill_chunk_tokens(config, element)
 
     @classmethod
     def load(cls, spec: ModelSpec, eos_id: int) -> "TorchDecoder":
@@ -50,6 +47,7 @@ class TorchDecoder:
             return generate_batch(
                 self.model, prompts, params, self.eos_id, self.device,
                 seeds=seeds, stop_check=stop_check, row_stop_ids=row_stop_ids,
+                prefill_chunk_tokens=self.prefill_chunk_tokens,
             )
         except (torch.OutOfMemoryError, MemoryError):
             if len(prompts) == 1:
