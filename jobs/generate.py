@@ -41,12 +41,15 @@ def main(argv=None) -> int:
     log.info("config:\n%s", config.to_json())
 
     from pipelines import generation_job
+    from pipelines.engine.memory_plan import MemoryPlanError
+    from pipelines.spark.worker_failures import WorkerCrashError, WorkerEnvironmentError
     from pipelines.spark_session import build_session
 
     spark = build_session(config.spark)
     try:
         summary = generation_job.run(spark, config)
-    except (ValueError, FileExistsError, PermissionError) as e:
+    except (ValueError, FileExistsError, PermissionError, MemoryPlanError, WorkerCrashError,
+            WorkerEnvironmentError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:

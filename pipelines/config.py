@@ -58,6 +58,8 @@ class ModelSettings:
     num_threads: int = 0
     engine: str = "auto"  # pytorch, openvino, or auto: by what the model directory holds
     kv_cache_gb: int = 1  # KV cache memory per worker (GiB)
+    memory_check: str = "error"  # a memory plan that does not fit: error (before any task) or warn
+    worker_memory_gb: float = 0.0  # memory the model workers of one executor may use; 0: from the session
 
 
 @dataclass
@@ -243,7 +245,7 @@ def check_values(config: JobConfig, source: str) -> None:
         fail("input.prefix_col", "and input.suffix_col must be set together (fill-in-the-middle)")
     if config.input.middle_col is not None and config.input.prefix_col is None:
         fail("input.middle_col", "is scored against fill-in-the-middle output: set input.prefix_col/suffix_col too")
-    from pipelines.engine.params import DEVICES, DTYPES, ENGINES
+    from pipelines.engine.params import DEVICES, DTYPES, ENGINES, MEMORY_CHECKS
 
     if config.model.device not in DEVICES:
         fail("model.device", f"must be one of {', '.join(DEVICES)}, got {config.model.device!r}")
@@ -251,6 +253,10 @@ def check_values(config: JobConfig, source: str) -> None:
         fail("model.dtype", f"must be one of {', '.join(DTYPES)}, got {config.model.dtype!r}")
     if config.model.engine not in ENGINES:
         fail("model.engine", f"must be one of {', '.join(ENGINES)}, got {config.model.engine!r}")
+    if config.model.memory_check not in MEMORY_CHECKS:
+        fail("model.memory_check", f"must be one of {', '.join(MEMORY_CHECKS)}, got {config.model.memory_check!r}")
+    if config.model.worker_memory_gb < 0:
+        fail("model.worker_memory_gb", f"must be >= 0 (0 reads it from the session), got {config.model.worker_memory_gb}")
     if config.model.kv_cache_gb < 1:
         fail("model.kv_cache_gb", f"must be a whole number of GiB >= 1, got {config.model.kv_cache_gb!r}")
     try:

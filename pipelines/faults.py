@@ -4,6 +4,8 @@ STARCODER_PIPELINES_FAULTS holds JSON, or `@/path/to/file.json` to read it from 
 can switch faults on and off while Spark's Python workers keep running). For example:
   {"fail_prompt_containing": "BOOM"}        generation raises for prompts containing BOOM
   {"kill_worker_once": "/tmp/marker"}       the first worker to start a partition exits (once)
+  {"sigkill_worker": true}                  every worker is killed at partition start, as the
+                                            kernel's out-of-memory killer does
   {"oom_above_batch": 2}                    a forward pass over more than 2 rows runs out of memory
   {"slow_partition_s": 1.5}                 each partition sleeps first (to interrupt a run)
 The reliability tests use these to prove that retries, resume and per-row errors behave.
@@ -45,6 +47,8 @@ def check_batch(rows: int) -> None:
 
 def at_partition_start() -> None:
     faults = _faults()
+    if faults.get("sigkill_worker"):
+        os.kill(os.getpid(), 9)  # SIGKILL: no Python code runs after it
     if faults.get("slow_partition_s"):
         time.sleep(float(faults["slow_partition_s"]))
     marker = faults.get("kill_worker_once")

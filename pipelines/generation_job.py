@@ -22,6 +22,7 @@ from pipelines.fim import fim_prompt_column
 from pipelines.input_table import check_ids, read_input
 from pipelines.model_source import resolve_model
 from pipelines.sharded_output import ShardedOutput, shard_of
+from pipelines.spark.worker_failures import WorkerCrashError, check_worker_python, explain_failure
 from pipelines.summary import Summary, summarize
 
 log = logging.getLogger("pipelines.job")
@@ -45,6 +46,8 @@ def build_pipeline(config: JobConfig, model_path: str | None = None) -> Pipeline
         numThreads=config.model.num_threads,
         engine=config.model.engine,
         kvCacheSizeGB=config.model.kv_cache_gb,
+        memoryCheck=config.model.memory_check,
+        workerMemoryGB=config.model.worker_memory_gb,
         maxOutputLength=g.max_output_length,
         minOutputLength=g.min_output_length,
         doSample=g.do_sample,
@@ -134,6 +137,10 @@ def run(spark: SparkSession, config: JobConfig) -> Summary:
     df = read_input(spark, config.input)
     check_ids(df, config.input.id_col)
     model_path = resolve_model(config.model.source, config.model.dtype).path
+    # Before anything is written: the model must fit the workers' memory (or memory_check: warn).
+    starcoder = build_pipeline(config, model_path).getStages()[-1]
+    plan = starcoder.check_memory(spark)
+    check_worker_python(spark)
     output = ShardedOutput(
         spark, config.output.path, config.output.shards, config.output.mode, manifest(config, model_path)
     )
@@ -146,7 +153,16 @@ def run(spark: SparkSession, config: JobConfig) -> Summary:
     for n, shard in enumerate(pending, 1):
         shard_rows = df.where(shard_of(config.input.id_col, config.output.shards) == shard)
         shard_out = generations(shard_rows.repartition(parts), config, model_path)
-        output.write_shard(shard_out, shard)
+        try:
+            output.write_shard(shard_out, shard)
+        except Exception as e:
+            explained = explain_failure(e, plan.describe() if plan is not None else "")
+            if explained is None:
+                raise
+            raise WorkerCrashError(
+                f"shard {shard} was not written: {explained}. Shards committed so far are kept: "
+                "rerun with output.mode=resume"
+            ) from e
         log.info("shard %d committed (%d/%d this run)", shard, n, len(pending))
     generation_seconds = time.time() - generation_started
 

@@ -106,6 +106,17 @@ class StarCoderTransformer(
         TypeConverters.toInt,
     )
 
+    memoryCheck = _param(
+        "memoryCheck",
+        "When the model's memory plan does not fit the workers' memory: 'error' (fail before any task) or 'warn'",
+        TypeConverters.toString,
+    )
+    workerMemoryGB = _param(
+        "workerMemoryGB",
+        "Memory (GiB) the model workers of one executor may use together; 0 reads it from the session",
+        TypeConverters.toFloat,
+    )
+
     @keyword_only
     def __init__(self, **kwargs):
         super().__init__()
@@ -135,6 +146,8 @@ class StarCoderTransformer(
             kvCacheSizeGB=1,
             onRowError="fail",
             maxBatchTokens=0,
+            memoryCheck="error",
+            workerMemoryGB=0.0,
         )
         self._set(**self._input_kwargs)
 
@@ -298,6 +311,18 @@ class StarCoderTransformer(
     def getOnRowError(self):
         return self.getOrDefault(self.onRowError)
 
+    def setMemoryCheck(self, value):
+        return self._set(memoryCheck=value)
+
+    def getMemoryCheck(self):
+        return self.getOrDefault(self.memoryCheck)
+
+    def setWorkerMemoryGB(self, value):
+        return self._set(workerMemoryGB=value)
+
+    def getWorkerMemoryGB(self):
+        return self.getOrDefault(self.workerMemoryGB)
+
     # --- loading ------------------------------------------------------------------------------
     @staticmethod
     def loadSavedModel(folder, spark_session=None, use_openvino=False):
@@ -360,21 +385,37 @@ class StarCoderTransformer(
         engine_for(source, spec.engine)  # the directory holds what the engine needs, or a clear error now
         return spec
 
+    def check_memory(self, spark, spec: ModelSpec | None = None):
+        """The memory plan for this session, logged; raises MemoryPlanError when it does not fit
+        (memoryCheck='error'). Runs on the driver: no model is loaded."""
+        from pipelines.spark.memory_check import check_memory
+
+        rows_tokens = self.getBatchSize() * (self.getMaxInputLength() + self.getMaxOutputLength())
+        return check_memory(spark, spec or self.model_spec(), self.getMaxBatchTokens(),
+                            self.getWorkerMemoryGB(), self.getMemoryCheck(), rows_tokens)
+
     def _transform(self, dataset: DataFrame) -> DataFrame:
         from pipelines.spark.partition_generation import PartitionGenerator
+        from pipelines.spark.worker_failures import check_worker_python, enable_crash_reports
 
         self.check_input_columns(dataset.schema)
+        spec = self.model_spec()
+        spark = dataset.sparkSession
+        check_worker_python(spark)
+        plan = self.check_memory(spark, spec)
+        enable_crash_reports(spark)
         out_col = self.getOutputCol()
         fields = [f for f in dataset.schema.fields if f.name != out_col]
         out_schema = StructType(fields + [StructField(out_col, ANNOTATION_ARRAY_TYPE, True)])
         generator = PartitionGenerator(
             input_cols=self.getInputCols(),
             output_col=out_col,
-            model=self.model_spec(),
+            model=spec,
             params=self.generation_params(),
             batch_size=self.getBatchSize(),
             on_row_error=self.getOnRowError(),
             max_batch_tokens=self.getMaxBatchTokens(),
+            memory_plan=plan.describe() if plan is not None else "",
         )
         result = dataset.mapInArrow(generator, out_schema)
         return result.withColumn(out_col, result[out_col].alias(out_col, metadata=annotator_metadata(DOCUMENT)))

@@ -13,6 +13,8 @@ DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
 # auto: openvino when the model directory holds only an OpenVINO export, else pytorch.
 ENGINES = ("auto", "pytorch", "openvino")
+# What happens when the memory plan does not fit: fail before any task, or log a warning.
+MEMORY_CHECKS = ("error", "warn")
 
 
 class InvalidParamError(ValueError):
@@ -46,6 +48,8 @@ def validate_generation_value(name: str, value) -> None:
         "engine": (lambda v: v in ENGINES, f"one of {', '.join(ENGINES)}"),
         "onRowError": (lambda v: v in ("fail", "keep"), "'fail' or 'keep'"),
         "kvCacheSizeGB": (lambda v: isinstance(v, int) and v >= 1, "a whole number of GiB >= 1"),
+        "memoryCheck": (lambda v: v in MEMORY_CHECKS, "'error' or 'warn'"),
+        "workerMemoryGB": (lambda v: v >= 0, "a number of GiB >= 0 (0 reads it from the session)"),
     }
     if name in rules:
         ok, expected = rules[name]

@@ -17,6 +17,7 @@ from pipelines import faults
 from pipelines.annotators.annotation_schema import ANNOTATION_ARRAY_TYPE, document
 from pipelines.engine.params import GenerationParams, ModelSpec
 from pipelines.spark import model_cache
+from pipelines.spark.worker_failures import crash_note, leave_crash_note
 
 log = logging.getLogger("pipelines.worker")
 
@@ -64,6 +65,7 @@ class PartitionGenerator:
     batch_size: int
     on_row_error: str = "fail"
     max_batch_tokens: int = 0
+    memory_plan: str = ""  # the driver's memory plan, told to the user if this worker dies
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark.sql.pandas.types import to_arrow_type
@@ -73,6 +75,7 @@ class PartitionGenerator:
         engine = None  # loaded on the first non-empty batch: empty partitions cost nothing
         rows = tokens = 0
         started = time.perf_counter()
+        leave_crash_note(crash_note(self.model.source, self.model.dtype, self.memory_plan))
         for batch in batches:
             if engine is None and batch.num_rows:
                 faults.at_partition_start()
