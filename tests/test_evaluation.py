@@ -29,18 +29,18 @@ def test_pass_at_k_is_the_unbiased_estimator():
     "program,status,detail",
     [
         ("print(1)", "passed", ""),
-        ("assert 1 == 2", "failed", "AssertionError"),
+        ("assert 1 == 2", "failed", "AssertionError in the solution, line 1"),
         ("while True:\n    pass", "timeout", ""),  # CPU limit or wall clock, whichever is first
         ("import time\ntime.sleep(60)", "timeout", "killed after 3"),
-        ("x = bytearray(4 * 1024 ** 3)", "failed", "MemoryError"),
-        ("import socket\ns = socket.socket()\ns.connect(('127.0.0.1', 9))", "failed", "socket.connect is not allowed"),
-        ("import urllib.request\nurllib.request.urlopen('http://127.0.0.1:9')", "failed", "not allowed"),
-        (f"open({str(PROJECT_ROOT / 'setup.py')!r}).read()", "failed", "is not allowed"),
-        ("import pipelines", "failed", "Error"),
-        ("open('/tmp/sandbox-escape.txt', 'w').write('x')", "failed", "writing /tmp/sandbox-escape.txt is not allowed"),
+        ("x = bytearray(4 * 1024 ** 3)", "failed", "MemoryError in the solution, line 1"),
+        ("import socket\ns = socket.socket()\ns.connect(('127.0.0.1', 9))", "failed", "PermissionError"),
+        ("import urllib.request\nurllib.request.urlopen('http://127.0.0.1:9')", "failed", "OSError subclass"),
+        (f"open({str(PROJECT_ROOT / 'setup.py')!r}).read()", "failed", "PermissionError"),
+        ("open('/tmp/sandbox-escape.txt', 'w').write('x')", "failed", "PermissionError in the solution, line 1"),
         ("open('scratch.txt', 'w').write('ok')\nassert open('scratch.txt').read() == 'ok'", "passed", ""),
-        ("import subprocess\nsubprocess.run(['true'])", "failed", "subprocess.Popen is not allowed"),
-        ("import os\nos.system('true')", "failed", "os.system is not allowed"),
+        ("import subprocess\nsubprocess.run(['true'])", "failed", "PermissionError in the solution, line 2"),
+        ("import os\nos.system('true')", "failed", "PermissionError in the solution, line 2"),
+        ("def f(:\n    pass", "failed", "SyntaxError in the solution, line 1"),
     ],
 )
 def test_sandbox_contains_the_program(program, status, detail):
@@ -56,6 +56,7 @@ def test_canonical_solutions_pass_164_of_164(spark):
     checked = check_completions(samples.repartition(4), SandboxLimits(timeout_s=20, cpu_s=20)).cache()
     failures = checked.where(~F.col("passed")).select("task_id", "status", "detail").collect()
     assert failures == [] and checked.count() == 164
+    assert {r["sandbox"] for r in checked.select("sandbox").distinct().collect()} == {"bwrap"}
     scores = per_problem(checked, [1])
     assert len(scores) == 164 and scores["pass@1"].mean() == 1.0
 
