@@ -147,7 +147,8 @@ def unshare_command(unshare: str, lay: Layout, argv: list[str], root: bool) -> l
            "--propagation", "private"]
     if not root:
         cmd += ["--user", "--map-root-user"]
-    return cmd + ["--", argv[0], "-I", "-B", str(UNSHARE_MOUNTS), json.dumps(plan)]
+    # -S: the setup needs no site-packages, and skipping site saves a third of its start-up.
+    return cmd + ["--", argv[0], "-I", "-S", "-B", str(UNSHARE_MOUNTS), json.dumps(plan)]
 
 
 def describe(backend: str) -> str:

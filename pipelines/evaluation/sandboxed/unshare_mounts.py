@@ -1,7 +1,7 @@
 """The unshare backend's mount setup, run as root of the new namespaces before the harness.
 
     unshare --mount --net --pid --ipc --uts --cgroup --fork --kill-child --propagation private \
-        [--user --map-root-user] -- python -I -B unshare_mounts.py PLAN_JSON
+        [--user --map-root-user] -- python -I -S -B unshare_mounts.py PLAN_JSON
 
 Builds what bubblewrap builds: a minimal /dev, an empty tmpfs over each hidden directory, the
 exposed directories (interpreter, harness) and the work directory bound back, a fresh /proc,
