@@ -443,3 +443,67 @@ def test_weak_mode_still_refuses_processes_and_sockets(marker):
                     "import _socket\n_socket.socket()"):
         result = run_check(Check(program), LIMITS, weak)
         assert raised(result, {"PermissionError"}), result
+
+
+# --- started by an unprivileged user (a cluster whose Python workers are not root) ----------------
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.access(SYSTEM_PYTHON, os.X_OK),
+                    reason="needs root (to become nobody) and a system python3 that nobody can run")
+def test_an_unprivileged_user_gets_the_same_sandbox(tmp_path, listeners):
+    # The sandbox's code, copied where nobody can read it, driven by the system interpreter as
+    # nobody: the user-namespace path of both backends.
+    import shutil
+
+    root = Path(tempfile.mkdtemp(prefix="sandbox-nonroot-", dir="/tmp"))
+    try:
+        (root / "pipelines").mkdir()
+        shutil.copy(PROJECT_ROOT / "pipelines" / "__init__.py", root / "pipelines" / "__init__.py")
+        shutil.copytree(PROJECT_ROOT / "pipelines" / "evaluation", root / "pipelines" / "evaluation",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        token = f"CANARY-{secrets.token_hex(8)}"
+        (root / "canary.txt").write_text(token)  # readable by nobody: only the hiding protects it
+        marker = root / "escaped"
+        fork_exec = _process_routes(f"echo escaped > {marker}")["_posixsubprocess.fork_exec"][0]
+        attempts = {
+            "uid": ("import os\nst = dict(l.split(':\\t', 1) for l in open('/proc/self/status') if ':\\t' in l)\n"
+                    "assert int(st['CapEff'], 16) == 0 and int(st['CapPrm'], 16) == 0\n"
+                    "assert st['NoNewPrivs'].strip() == '1' and st['Seccomp'].strip() == '2'"),
+            "fork_exec": fork_exec,
+            "tcp": NETWORK_ATTEMPTS["tcp"][0].format(**listeners),
+            "write": f"open({str(marker)!r}, 'w').write('escaped')",
+            # Each attempt ends normally (passed) if it got through: all must fail.
+            "canary": f"open({str(root / 'canary.txt')!r}).read()",
+        }
+        driver = root / "drive.py"
+        driver.write_text(
+            f"import json, sys\nsys.path.insert(0, {str(root)!r})\n"
+            "from pipelines.evaluation.sandbox import Check, SandboxLimits, SandboxSettings, result_json, run_check\n"
+            f"attempts = {attempts!r}\n"
+            "for backend in ('bwrap', 'unshare'):\n"
+            "    for name, program in attempts.items():\n"
+            "        result = run_check(Check(program), SandboxLimits(timeout_s=6), SandboxSettings(backend=backend))\n"
+            "        print(json.dumps([backend, name, result_json(result)]))\n"
+        )
+        for path in [root, *root.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        out = subprocess.run(
+            ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all",
+             SYSTEM_PYTHON, "-I", str(driver)],
+            cwd="/", capture_output=True, text=True, timeout=120,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        import json
+
+        results = {(b, name): json.loads(stored) for b, name, stored in map(json.loads, out.stdout.splitlines())}
+        assert len(results) == 10
+        for backend in ("bwrap", "unshare"):
+            assert results[backend, "uid"]["status"] == "passed", results[backend, "uid"]
+            for name in ("fork_exec", "tcp", "write", "canary"):
+                assert results[backend, name]["status"] == "failed", (backend, name, results[backend, name])
+                assert results[backend, name]["sandbox"] == backend
+        assert token not in out.stdout and not marker.exists()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

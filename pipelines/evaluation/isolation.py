@@ -121,7 +121,11 @@ def bwrap_command(bwrap: str, lay: Layout, argv: list[str], root: bool) -> list[
         for cap in _SETUP_CAPS:
             cmd += ["--cap-add", cap]
     else:
-        cmd += ["--unshare-user", "--disable-userns", "--cap-add", "CAP_NET_ADMIN"]
+        # Root of the user namespace (mapped to this user), so that the harness may take the
+        # loopback down; with another uid, or with --disable-userns, bwrap nests a second user
+        # namespace that holds no capability over the network namespace. The harness then drops
+        # every capability, and seccomp refuses new user namespaces.
+        cmd += ["--unshare-user", "--uid", "0", "--gid", "0", "--cap-add", "CAP_NET_ADMIN"]
     cmd += ["--clearenv"]
     for key, value in program_env(WORKDIR_INSIDE).items():
         cmd += ["--setenv", key, value]
