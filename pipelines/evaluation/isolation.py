@@ -71,7 +71,11 @@ def _inside(path: str, root: str) -> bool:
 
 
 def hidden_dirs(extra: tuple[str, ...] = ()) -> tuple[str, ...]:
-    candidates = [*ALWAYS_HIDDEN, os.path.expanduser("~"), os.environ.get("HOME", ""), os.getcwd(),
+    try:
+        cwd = os.getcwd()
+    except FileNotFoundError:  # removed under us: nothing there to hide
+        cwd = ""
+    candidates = [*ALWAYS_HIDDEN, os.path.expanduser("~"), os.environ.get("HOME", ""), cwd,
                   str(PROJECT_ROOT), tempfile.gettempdir(), *extra]
     dirs = set()
     for candidate in candidates:
