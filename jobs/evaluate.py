@@ -3,9 +3,13 @@
     python jobs/evaluate.py --conf conf/local.yaml --samples 5 --k 1,5 --out output/humaneval
     python jobs/evaluate.py --conf conf/local.yaml --canonical --out output/harness-check
 
-The model, Spark and generation settings come from the config (its input/output sections are
-not used). With --canonical the problems' own solutions are checked instead of generations:
-the harness's self-test (164/164 must pass).
+The model, Spark, generation and evaluation settings come from the config (its input/output
+sections are not used). With --canonical the problems' own solutions are checked instead of
+generations: the harness's self-test (164/164 must pass).
+
+Completions run in the kernel sandbox (bubblewrap, else unshare). Where neither works the job
+refuses to start; --allow-weak-sandbox (evaluation.allow_weak_sandbox) runs them with the
+in-process guard only, and the summary says so.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ log = logging.getLogger("pipelines.evaluate")
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--conf", default=None, help="YAML config: spark, model and generation sections")
+    parser.add_argument("--conf", default=None, help="YAML config: spark, model, generation and evaluation sections")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--out", required=True, help="output directory (samples, problems, summary)")
     parser.add_argument("--samples", type=int, default=1, help="completions per problem (n)")
@@ -36,7 +40,16 @@ def parse_args(argv):
     parser.add_argument("--limit", type=int, default=None, help="only the first N problems")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per test run")
     parser.add_argument("--canonical", action="store_true", help="check the canonical solutions (harness self-test)")
+    parser.add_argument("--allow-weak-sandbox", action="store_true",
+                        help="without kernel isolation, run completions with the in-process guard only")
     return parser.parse_args(argv)
+
+
+def sandbox_summary(counts: dict[str, int]) -> str:
+    """In words: what the checks ran in, per backend, with the number of checks."""
+    from pipelines.evaluation.isolation import describe
+
+    return "; ".join(f"{describe(backend)} ({n} checks)" for backend, n in sorted(counts.items()))
 
 
 def generate_samples(problems, config, samples: int, temperature: float | None):
@@ -81,8 +94,18 @@ def main(argv=None) -> int:
     from pyspark.sql import functions as F
 
     from pipelines.evaluation.humaneval import check_completions, per_problem, problems_frame
-    from pipelines.evaluation.sandbox import SandboxLimits
+    from pipelines.evaluation.sandbox import SandboxLimits, SandboxSettings, SandboxUnavailable, resolve_backend
     from pipelines.spark_session import build_session
+
+    sandbox = SandboxSettings(allow_weak=args.allow_weak_sandbox or config.evaluation.allow_weak_sandbox,
+                              hidden_paths=tuple(config.evaluation.hidden_paths))
+    try:
+        backend = resolve_backend(sandbox)  # here first, so that a machine without isolation fails fast
+    except SandboxUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if backend == "weak":
+        log.warning("no kernel isolation: completions run with the in-process guard only (--allow-weak-sandbox)")
 
     started = time.time()
     spark = build_session(config.spark)
@@ -95,13 +118,14 @@ def main(argv=None) -> int:
         else:
             samples = generate_samples(problems, config, args.samples, args.temperature)
         limits = SandboxLimits(timeout_s=args.timeout, cpu_s=int(args.timeout) + 1)
-        checked = check_completions(samples.repartition(spark.sparkContext.defaultParallelism * 2), limits)
+        checked = check_completions(samples.repartition(spark.sparkContext.defaultParallelism * 2), limits, sandbox)
         out = args.out.rstrip("/")
         checked.drop("test").write.mode("overwrite").parquet(f"{out}/samples.parquet")
         checked = spark.read.parquet(f"{out}/samples.parquet")
         scores = per_problem(checked, ks)
         spark.createDataFrame(scores).write.mode("overwrite").parquet(f"{out}/problems.parquet")
         statuses = {r["status"]: r["count"] for r in checked.groupBy("status").count().collect()}
+        sandboxes = {r["sandbox"]: r["count"] for r in checked.groupBy("sandbox").count().collect()}
     finally:
         spark.stop()
     summary = {
@@ -110,6 +134,7 @@ def main(argv=None) -> int:
         "passed_problems": int((scores["c"] > 0).sum()),
         **{f"pass@{k}": round(float(scores[f"pass@{k}"].mean()), 4) for k in ks},
         "statuses": statuses,
+        "sandbox": sandbox_summary(sandboxes),
         "model": "canonical solutions" if args.canonical else config.model.source,
         "seconds": round(time.time() - started, 1),
     }

@@ -101,12 +101,23 @@ class OutputSettings:
 
 
 @dataclass
+class EvaluationSettings:
+    """jobs/evaluate.py's sandbox (the other jobs ignore this section)."""
+
+    # Without kernel isolation (no bubblewrap, no usable unshare) generated code is refused unless
+    # this is true: then it runs with the in-process guard only, and the summary says so.
+    allow_weak_sandbox: bool = False
+    hidden_paths: list[str] = field(default_factory=list)  # hidden from the checks besides the defaults
+
+
+@dataclass
 class JobConfig:
     spark: SparkSettings = field(default_factory=SparkSettings)
     input: InputSettings = field(default_factory=InputSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -257,6 +268,9 @@ def check_values(config: JobConfig, source: str) -> None:
         fail("model.memory_check", f"must be one of {', '.join(MEMORY_CHECKS)}, got {config.model.memory_check!r}")
     if config.model.worker_memory_gb < 0:
         fail("model.worker_memory_gb", f"must be >= 0 (0 reads it from the session), got {config.model.worker_memory_gb}")
+    for path in config.evaluation.hidden_paths:
+        if not path.startswith("/"):
+            fail("evaluation.hidden_paths", f"must hold absolute paths, got {path!r}")
     if config.model.kv_cache_gb < 1:
         fail("model.kv_cache_gb", f"must be a whole number of GiB >= 1, got {config.model.kv_cache_gb!r}")
     try:
