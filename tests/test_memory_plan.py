@@ -136,6 +136,19 @@ def test_the_annotator_refuses_a_plan_that_does_not_fit_before_any_task(spark, t
     assert starcoder.setMemoryCheck("error").setWorkerMemoryGB(64.0).transform(df).count() == 1
 
 
+def test_memory_held_by_this_sessions_workers_counts_as_available(spark, tiny_model_dir):
+    """A second run in a session finds its workers holding the model: they are reused, so what
+    they hold is not missing memory."""
+    from pipelines.spark.memory_check import session_plan, session_workers_memory
+    from pipelines.engine.params import ModelSpec
+
+    spark.range(4).mapInArrow(lambda batches: batches, "id long").collect()  # Python workers up
+    held = session_workers_memory()
+    assert held > 20 * 2**20  # a Python worker with pyspark and pyarrow imported
+    plan, _, _ = session_plan(spark, ModelSpec(source=str(tiny_model_dir), device="cpu"))
+    assert "this session's Python workers hold" in plan.available_from
+
+
 def test_the_job_refuses_a_plan_that_does_not_fit_before_writing(spark, tiny_model_dir, tmp_path):
     table = str(tmp_path / "in.parquet")
     spark.createDataFrame([("a", "def f():")], "id string, prompt string").write.parquet(table)

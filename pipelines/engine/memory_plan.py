@@ -122,7 +122,7 @@ class MemoryPlan:
 
 
 def gib(n: int) -> str:
-    return f"{n / GiB:.1f} GiB" if n >= GiB else f"{n / 2**20:.0f} MiB"
+    return f"{n / GiB:.1f} GiB" if n >= 0.95 * GiB else f"{n / 2**20:.0f} MiB"
 
 
 def settings_that_fit(plan: MemoryPlan, cores: int, dtype: str, kv_cache_gb: int,

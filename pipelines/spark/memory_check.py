@@ -14,7 +14,7 @@ import logging
 import os
 import re
 
-from pipelines.engine.memory_plan import GiB, MemoryPlan, MemoryPlanError, settings_that_fit, worker_memory
+from pipelines.engine.memory_plan import GiB, MemoryPlan, MemoryPlanError, gib, settings_that_fit, worker_memory
 from pipelines.engine.params import ModelSpec
 
 log = logging.getLogger("pipelines.memory")
@@ -41,6 +41,34 @@ def machine_available_memory() -> int | None:
     except OSError:
         pass
     return None
+
+
+def session_workers_memory() -> int:
+    """Anonymous memory held by this driver's own Spark Python workers (local mode). They are
+    reused by the next tasks, with the model they hold, so that memory is theirs to use again."""
+    children: dict[int, list[int]] = {}
+    for proc in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not proc.isdigit():
+            continue
+        try:
+            with open(f"/proc/{proc}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(proc))
+    held, todo = 0, list(children.get(os.getpid(), []))
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"pyspark" not in f.read():
+                    continue
+            with open(f"/proc/{pid}/status") as f:
+                held += next((int(line.split()[1]) * 1024 for line in f if line.startswith("RssAnon:")), 0)
+        except OSError:
+            continue
+    return held
 
 
 def local_cores(master: str) -> int | None:
@@ -71,6 +99,10 @@ def session_plan(spark, spec: ModelSpec, max_batch_tokens: int = 0, worker_memor
     if cores is not None:
         workers_from = f"{master} with spark.task.cpus={task_cpus}"
         available, available_from = machine_available_memory(), "this machine's available memory"
+        held = session_workers_memory()
+        if available is not None and held:
+            available += held
+            available_from += f", with {gib(held)} this session's Python workers hold"
     else:
         cores = int(_conf(spark, "spark.executor.cores") or 0) or None
         workers_from = f"spark.executor.cores={cores} / spark.task.cpus={task_cpus}"
