@@ -1,0 +1,246 @@
+"""The real size: a model with bigcode/starcoder2-3b's exact configuration (3.03B parameters).
+
+    python bench/real_size.py                       # builds the model (6 GB, bf16) under /tmp
+    python bench/real_size.py --model /path/to/starcoder2-3b --repeats 3
+
+Random weights (no hub here) with the real architecture and vocabulary: speed and memory are
+those of StarCoder2-3B; the text is not. On 16 sample-corpus prompts of the shorter half and
+16 new tokens (greedy), it measures:
+  1. the engine alone, in a fresh process per dtype (float32, bfloat16, int8): tokens/s (median
+     of --repeats runs after a warm-up), seconds to load, peak RSS;
+  2. the generation job end to end on local[2] with spark.task.cpus=2 (one task at a time, two
+     threads), float32 and int8: tokens/s and the Python worker's peak RSS;
+  3. two tasks at once (spark.task.cpus=1) in bfloat16, the dtype the file stores: the workers
+     map the same weights, so their summed PSS stays near one copy while each one's RSS counts it;
+  4. the GEMM ceilings: measured peak GEMM FLOP/s / (2 x parameters).
+Writes results_3b.json into --out and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from run import gemm_peak_flops, in_fresh_process, spread  # noqa: E402
+
+
+def build_3b(dest: Path) -> str:
+    """starcoder2-3b's configuration with random weights, saved as bf16 safetensors."""
+    import torch
+    from transformers import Starcoder2ForCausalLM
+
+    from pipelines.engine.model_builder import STARCODER2_3B, save_model_dir, starcoder2_config
+
+    torch.manual_seed(0)
+    sizes = {k: STARCODER2_3B[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
+                                           "num_attention_heads", "num_key_value_heads", "sliding_window")}
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)  # build in bf16: a float32 copy would need 12 GB more
+    try:
+        model = Starcoder2ForCausalLM(starcoder2_config("tiny", **sizes))
+    finally:
+        torch.set_default_dtype(previous)
+    return str(save_model_dir(model, dest))
+
+
+def _engine_runs(model_dir, prompts, max_new, batch_size, dtype, threads, repeats):
+    import resource
+
+    from pipelines.engine.engine import GenerationEngine
+    from pipelines.engine.params import GenerationParams, ModelSpec
+
+    started = time.perf_counter()
+    engine = GenerationEngine.load(ModelSpec(source=model_dir, dtype=dtype, device="cpu", num_threads=threads))
+    load_seconds = time.perf_counter() - started
+    engine.complete(prompts[:2], GenerationParams(max_output_length=2), batch_size)  # warm-up
+    rates, completions = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        results = engine.complete(prompts, GenerationParams(max_output_length=max_new), batch_size)
+        rates.append(sum(r[0].completion_tokens for r in results) / (time.perf_counter() - started))
+        completions = [r[0].completion for r in results]
+    return {
+        "tokens_per_s": round(statistics.median(rates), 3),
+        "runs_tokens_per_s": [round(r, 3) for r in rates],
+        "load_seconds": round(load_seconds, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "prompt_tokens": sum(r[0].prompt_tokens for r in results),
+    }, completions
+
+
+class WorkerMemory:
+    """Polls Spark's Python workers: the highest RSS of one worker, and the highest summed PSS
+    (proportional set size: pages shared between workers counted once in all)."""
+
+    def __init__(self, interval: float = 0.5):
+        import threading
+
+        self.peak_rss_mb = 0.0
+        self.peak_pss_total_mb = 0.0
+        self.peak_rss_total_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, args=(interval,), daemon=True)
+
+    @staticmethod
+    def _field(path: Path, key: str) -> float:
+        for line in path.read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def _poll(self, interval):
+        while not self._stop.is_set():
+            pss = rss = 0.0
+            for proc in Path("/proc").iterdir():
+                if not proc.name.isdigit():
+                    continue
+                try:
+                    if b"pyspark" not in (proc / "cmdline").read_bytes():
+                        continue
+                    self.peak_rss_mb = max(self.peak_rss_mb, self._field(proc / "status", "VmHWM"))
+                    rss += self._field(proc / "status", "VmRSS")
+                    pss += self._field(proc / "smaps_rollup", "Pss")
+                except OSError:
+                    continue
+            self.peak_pss_total_mb = max(self.peak_pss_total_mb, pss)
+            self.peak_rss_total_mb = max(self.peak_rss_total_mb, rss)
+            self._stop.wait(interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def job_runs(model_dir, table, warmup_table, max_new, batch_size, dtype, task_cpus, repeats, work):
+    """The generation job on local[2]: tokens/s (median of `repeats` after a warm-up run)."""
+    from pyspark.sql import SparkSession
+
+    from pipelines import generation_job
+    from pipelines.config import config_from_dict
+    from pipelines.spark_session import with_master, worker_environment
+
+    worker_environment()
+    spark = (with_master(SparkSession.builder, "local[2]").appName("starcoder-pipelines-bench-3b")
+             .config("spark.ui.enabled", "false").config("spark.task.cpus", str(task_cpus)).getOrCreate())
+
+    def run(path, new_tokens):
+        config = config_from_dict({
+            "input": {"path": path, "id_col": "id", "text_col": "prompt"},
+            "model": {"source": model_dir, "dtype": dtype, "device": "cpu"},
+            "generation": {"max_output_length": new_tokens, "batch_size": batch_size},
+            "output": {"path": f"{work}/job-{time.time_ns()}", "shards": 1, "partitions_per_shard": 2 // task_cpus},
+        })
+        started = time.perf_counter()
+        summary = generation_job.run(spark, config)
+        return summary.completion_tokens / (time.perf_counter() - started)
+
+    try:
+        with WorkerMemory() as memory:
+            run(warmup_table, 2)
+            rates = [run(table, max_new) for _ in range(repeats)]
+        return {"tokens_per_s": round(statistics.median(rates), 3), "runs_tokens_per_s": [round(r, 3) for r in rates],
+                "worker_peak_rss_mb": round(memory.peak_rss_mb),
+                "workers_peak_pss_total_mb": round(memory.peak_pss_total_mb),
+                "workers_peak_rss_total_mb": round(memory.peak_rss_total_mb)}
+    finally:
+        spark.stop()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="a StarCoder2-3B directory; default: build one under a temp dir")
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--dtypes", default="float32,bfloat16,int8", help="engine-alone dtypes")
+    parser.add_argument("--job-dtypes", default="float32,int8", help="end-to-end dtypes (one task at a time)")
+    parser.add_argument("--skip-shared", action="store_true", help="skip the two-workers bf16 run")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--update", action="store_true",
+                        help="keep the figures of an earlier run in --out and replace only those measured now")
+    args = parser.parse_args(argv)
+
+    import pandas as pd
+
+    from pipelines import bundled
+    from pipelines.engine.checkpoint import summarize_checkpoint
+    from pipelines.engine.tokenizer import CodeTokenizer
+
+    log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)  # noqa: E731
+    work = Path(tempfile.mkdtemp(prefix="bench-3b-"))
+    model_dir = args.model
+    if not model_dir:
+        log("building the 3B model (bf16)")
+        model_dir = build_3b(work / "starcoder2-3b-random")
+    corpus = pd.read_parquet(bundled.SAMPLE_PROMPTS).sort_values("id")
+    lengths = [len(ids) for ids in CodeTokenizer.from_dir(model_dir).encode_batch(list(corpus["prompt"]))]
+    shorter = [p for p, n in sorted(zip(corpus["prompt"], lengths), key=lambda x: x[1])][: len(lengths) // 2]
+    prompts = spread(shorter, args.prompts)
+    tables = {}
+    for name, subset in (("all", prompts), ("warmup", prompts[:2])):
+        tables[name] = str(work / f"{name}.parquet")
+        pd.DataFrame({"id": [f"p{i}" for i in range(len(subset))], "prompt": subset}).to_parquet(tables[name])
+
+    checkpoint = summarize_checkpoint(model_dir)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_file = out / "results_3b.json"
+    results = {"engine": {}, "job": {}}
+    if args.update and results_file.exists():
+        results = json.loads(results_file.read_text())
+    results.update(settings=vars(args), model_parameters=checkpoint.parameters, stored_dtype=checkpoint.stored_dtype)
+
+    def save():  # after every stage: a long run that stops keeps what it measured
+        results_file.write_text(json.dumps(results, indent=2) + "\n")
+
+    completions = {}
+    for dtype in filter(None, args.dtypes.split(",")):
+        log(f"engine alone, {dtype}")
+        results["engine"][dtype], completions[dtype] = in_fresh_process(
+            _engine_runs, model_dir, prompts, args.max_new_tokens, args.batch_size, dtype, args.threads, args.repeats)
+        log(f"  {results['engine'][dtype]}")
+        save()
+    if "float32" in completions:
+        for dtype in completions:
+            same = sum(a == b for a, b in zip(completions["float32"], completions[dtype]))
+            results["engine"][dtype]["identical_to_float32"] = f"{same}/{len(prompts)}"
+    for dtype in filter(None, args.job_dtypes.split(",")):
+        log(f"job end to end, {dtype}, one task at a time")
+        results["job"][dtype] = job_runs(model_dir, tables["all"], tables["warmup"], args.max_new_tokens,
+                                         args.batch_size, dtype, 2, args.repeats, work)
+        log(f"  {results['job'][dtype]}")
+        save()
+    if not args.skip_shared:
+        log("job end to end, bfloat16, two tasks at once (weights shared through the page cache)")
+        results["job"]["bfloat16_two_tasks"] = job_runs(model_dir, tables["all"], tables["warmup"],
+                                                        args.max_new_tokens, args.batch_size, "bfloat16", 1, 1, work)
+        log(f"  {results['job']['bfloat16_two_tasks']}")
+        save()
+    log("GEMM ceilings")
+    for dtype in ("float32", "int8"):
+        peak = gemm_peak_flops(dtype, args.threads)
+        results[f"gemm_peak_{dtype}_gflops"] = round(peak / 1e9, 1)
+        results[f"ceiling_{dtype}_tokens_per_s"] = round(peak / (2 * checkpoint.parameters), 2)
+    save()
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
