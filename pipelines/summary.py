@@ -11,6 +11,14 @@ from pyspark.sql import functions as F
 from pipelines.config import JobConfig
 
 
+def render_table(rows: list[tuple[str, str]]) -> str:
+    """Two columns of text in a box, for the console."""
+    width = max(len(k) for k, _ in rows)
+    line = "+" + "-" * (width + 2) + "+" + "-" * (max(len(v) for _, v in rows) + 2) + "+"
+    body = [f"| {k.ljust(width)} | {v.ljust(len(line) - width - 6)}|" for k, v in rows]
+    return "\n".join([line, *body, line])
+
+
 @dataclass
 class Summary:
     rows_in: int
@@ -53,10 +61,7 @@ class Summary:
         for language, score in sorted(self.fim_scores.items()):
             rows.append((f"FIM {language}", f"exact match {score['exact_match']:.3f}, edit similarity "
                                             f"{score['edit_similarity']:.3f} ({score['rows']} rows)"))
-        width = max(len(k) for k, _ in rows)
-        line = "+" + "-" * (width + 2) + "+" + "-" * (max(len(v) for _, v in rows) + 2) + "+"
-        body = [f"| {k.ljust(width)} | {v.ljust(len(line) - width - 6)}|" for k, v in rows]
-        return "\n".join([line, *body, line])
+        return render_table(rows)
 
     def write(self, fs, path: str) -> None:
         fs.write_text(path, self.to_json() + "\n")
