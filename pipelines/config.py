@@ -80,6 +80,7 @@ class GenerationSettings:
     random_seed: int | None = None
     n_return_sequences: int = 1
     return_full_text: bool = True
+    output_logprobs: bool = False  # logprob and mean_logprob columns (outputLogProbs)
     batch_size: int = 8
     max_batch_tokens: int = 0  # bound on rows x (longest prompt + max_output_length) per forward pass
 

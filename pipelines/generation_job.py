@@ -60,6 +60,7 @@ def build_pipeline(config: JobConfig, model_path: str | None = None) -> Pipeline
         maxInputLength=g.max_input_length,
         nReturnSequences=g.n_return_sequences,
         returnFullText=g.return_full_text,
+        outputLogProbs=g.output_logprobs,
         batchSize=g.batch_size,
         maxBatchTokens=g.max_batch_tokens,
         onRowError=config.output.on_error,
@@ -113,6 +114,9 @@ def generations(df: DataFrame, config: JobConfig, model_path: str | None = None)
         meta["finish_reason"].alias("finish_reason"),
         (meta["truncated"] == "true").alias("truncated"),
         meta["error"].alias("error"),
+        *([meta["logprob"].cast("double").alias("logprob"),
+           F.when(~F.isnan(meta["mean_logprob"].cast("double")), meta["mean_logprob"].cast("double"))
+           .alias("mean_logprob")] if config.generation.output_logprobs else []),
     )
     return out.select("*", *fim_scores(i.middle_col)) if i.middle_col else out
 

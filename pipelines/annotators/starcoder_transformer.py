@@ -75,6 +75,12 @@ class StarCoderTransformer(
     returnFullText = _param(
         "returnFullText", "Return prompt + completion (True, as Spark NLP) or the completion only", TypeConverters.toBoolean
     )
+    outputLogProbs = _param(
+        "outputLogProbs",
+        "Add logprob (sum over the generated tokens) and mean_logprob to each generation's metadata, from the "
+        "model's own distribution (before temperature, top-k/top-p and penalties)",
+        TypeConverters.toBoolean,
+    )
     maxBatchTokens = _param(
         "maxBatchTokens",
         "Bound on rows x (longest prompt + maxOutputLength) per forward pass; 0 for none (batchSize only)",
@@ -108,6 +114,7 @@ class StarCoderTransformer(
             returnFullText=True,
             onRowError="fail",
             maxBatchTokens=0,
+            outputLogProbs=False,
         )
         self._set(**self._input_kwargs)
 
@@ -216,6 +223,12 @@ class StarCoderTransformer(
     def getReturnFullText(self):
         return self.getOrDefault(self.returnFullText)
 
+    def setOutputLogProbs(self, value):
+        return self._set(outputLogProbs=value)
+
+    def getOutputLogProbs(self):
+        return self.getOrDefault(self.outputLogProbs)
+
     def setMaxBatchTokens(self, value):
         return self._set(maxBatchTokens=value)
 
@@ -250,6 +263,7 @@ class StarCoderTransformer(
             random_seed=seed,
             n_return_sequences=self.getNReturnSequences(),
             return_full_text=self.getReturnFullText(),
+            output_logprobs=self.getOutputLogProbs(),
         )
 
     def check_memory(self, spark, spec: ModelSpec | None = None):

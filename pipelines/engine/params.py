@@ -76,6 +76,9 @@ class GenerationParams:
     random_seed: int | None = None
     n_return_sequences: int = 1
     return_full_text: bool = True
+    # Log-probabilities of the generated tokens under the model's own distribution (log-softmax of
+    # the logits before temperature, top-k/top-p and penalties); off: nothing is computed.
+    output_logprobs: bool = False
 
     # field name -> annotator param name, for messages users can act on
     PARAM_NAMES = {
@@ -94,6 +97,7 @@ class GenerationParams:
         "random_seed": "randomSeed",
         "n_return_sequences": "nReturnSequences",
         "return_full_text": "returnFullText",
+        "output_logprobs": "outputLogProbs",
     }
 
     def __post_init__(self):

@@ -32,6 +32,9 @@ def output_metadata(source: dict, completion, sequence: int) -> dict[str, str]:
         seed="none" if completion.seed is None else str(completion.seed),
         sequence=str(sequence),
     )
+    if completion.logprob is not None:
+        meta["logprob"] = repr(completion.logprob)
+        meta["mean_logprob"] = repr(completion.mean_logprob) if completion.mean_logprob is not None else "NaN"
     if completion.error is not None:
         meta["error"] = completion.error
     return meta
