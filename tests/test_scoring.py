@@ -1,6 +1,7 @@
 """Scoring: log-probabilities and perplexity of documents, checked against transformers' own
 loss and an explicit strided computation, on real forward passes of the tiny model."""
 
+import json
 import math
 
 import pytest
@@ -230,3 +231,18 @@ def test_scorer_shares_the_workers_model_with_the_generator(tiny_model_dir):
     generator = StarCoderTransformer.loadSavedModel(str(tiny_model_dir))
     scorer = StarCoderScorer.loadSavedModel(str(tiny_model_dir))
     assert generator.model_spec().cache_key() == scorer.model_spec().cache_key()
+
+
+def test_memory_plan_of_scoring_counts_no_kv_cache(spark, tiny_model_dir):
+    from pipelines import StarCoderTransformer
+    from pipelines.engine.memory_plan import GiB, activation_bytes_per_token
+
+    generator = StarCoderTransformer.loadSavedModel(str(tiny_model_dir)).setKvCacheSizeGB(3).setMemoryCheck("warn")
+    scorer = StarCoderScorer.loadSavedModel(str(tiny_model_dir)).setKvCacheSizeGB(3).setMemoryCheck("warn") \
+        .setBatchSize(4).setMaxInputLength(256)
+    assert generator.check_memory(spark).memory.kv_cache == 3 * GiB
+    plan = scorer.check_memory(spark)
+    assert plan.memory.kv_cache == 0
+    # Batches hold at most batchSize x maxInputLength tokens: that bounds the activations.
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    assert plan.memory.activations == 4 * 256 * activation_bytes_per_token(config, 4)

@@ -163,10 +163,10 @@ class HasModelParams(HasBatchedAnnotate):
         engine_for(source, spec.engine)  # the directory holds what the engine needs, or a clear error now
         return spec
 
-    def memory_plan(self, spark, spec: ModelSpec, max_batch_tokens: int, rows_tokens: int):
+    def memory_plan(self, spark, spec: ModelSpec, max_batch_tokens: int, rows_tokens: int, kv_cache: bool = True):
         """The memory plan for this session, logged; raises MemoryPlanError when it does not fit
         (memoryCheck='error'). Runs on the driver: no model is loaded."""
         from pipelines.spark.memory_check import check_memory
 
         return check_memory(spark, spec, max_batch_tokens, self.getWorkerMemoryGB(), self.getMemoryCheck(),
-                            rows_tokens)
+                            rows_tokens, kv_cache)

@@ -116,9 +116,11 @@ class StarCoderScorer(
 
     def check_memory(self, spark, spec: ModelSpec | None = None):
         """The memory plan for this session, logged; raises MemoryPlanError when it does not fit
-        (memoryCheck='error'). Runs on the driver: no model is loaded."""
+        (memoryCheck='error'). Runs on the driver: no model is loaded. Scoring keeps no KV cache:
+        kvCacheSizeGB is not counted."""
         rows_tokens = self.getBatchSize() * self.getMaxInputLength()
-        return self.memory_plan(spark, spec or self.model_spec(), self.getMaxBatchTokens(), rows_tokens)
+        return self.memory_plan(spark, spec or self.model_spec(), self.getMaxBatchTokens(), rows_tokens,
+                                kv_cache=False)
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         from pipelines.spark.partition_scoring import PartitionScorer
