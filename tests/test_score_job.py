@@ -133,3 +133,20 @@ def test_score_job_on_the_embedded_default(tmp_path):
     assert summary["rows_in"] == summary["rows_out"] == len(corpus)
     assert summary["tokens"] == written["tokens"].sum() > 0
     assert "partition" in result.stderr and "tokens/s" in result.stderr  # per-partition progress lines
+
+
+def test_a_document_whose_scoring_fails_is_kept_with_its_error_or_fails_the_job(spark, tiny_model_dir, tmp_path,
+                                                                                 inject_faults):
+    path = str(tmp_path / "docs.parquet")
+    texts = ["def ok(x):\n    return x\n", "x = 'BOOM'\n", "import os\n"]
+    spark.createDataFrame([(f"d{i}", t) for i, t in enumerate(texts)], "id string, text string").write.parquet(path)
+    inject_faults(fail_prompt_containing="BOOM")
+    summary = scoring_job.run(spark, job_config(path, str(tmp_path / "keep"), tiny_model_dir,
+                                                input__passthrough_cols=[], output__on_error="keep"))
+    rows = {r.id: r for r in spark.read.parquet(str(tmp_path / "keep")).collect()}
+    assert "BOOM" in rows["d1"].error and rows["d1"].perplexity is None
+    assert rows["d0"].error is None and rows["d0"].perplexity > 1 and rows["d2"].perplexity > 1
+    assert summary.rows_with_errors == 1 and summary.rows_without_perplexity == 1
+    with pytest.raises(Exception, match="scoring failed for the row with id d1"):
+        scoring_job.run(spark, job_config(path, str(tmp_path / "fail"), tiny_model_dir,
+                                          input__passthrough_cols=[], output__on_error="fail"))
