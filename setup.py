@@ -38,6 +38,7 @@ setup(
     entry_points={
         "console_scripts": [
             "starcoder-generate=jobs.generate:main",
+            "starcoder-score=jobs.score:main",
             "starcoder-prepare-corpus=jobs.prepare_corpus:main",
         ],
     },

@@ -4,7 +4,7 @@ The annotators are imported on first use, so that `pipelines.engine` stays free 
 """
 
 __version__ = "0.1.0"
-__all__ = ["DocumentAssembler", "StarCoderTransformer"]
+__all__ = ["DocumentAssembler", "StarCoderScorer", "StarCoderTransformer"]
 
 
 def __getattr__(name):
@@ -16,4 +16,8 @@ def __getattr__(name):
         from pipelines.annotators.starcoder_transformer import StarCoderTransformer
 
         return StarCoderTransformer
+    if name == "StarCoderScorer":
+        from pipelines.annotators.starcoder_scorer import StarCoderScorer
+
+        return StarCoderScorer
     raise AttributeError(f"module 'pipelines' has no attribute {name!r}")

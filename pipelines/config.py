@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from pipelines import bundled
-from pipelines.engine.params import GenerationParams, InvalidParamError
+from pipelines.engine.params import GenerationParams, InvalidParamError, ScoringParams
 from pipelines.stop_presets import stop_strings
 
 OUTPUT_MODES = ("error", "overwrite", "resume")
@@ -80,6 +80,7 @@ class GenerationSettings:
     random_seed: int | None = None
     n_return_sequences: int = 1
     return_full_text: bool = True
+    output_logprobs: bool = False  # logprob and mean_logprob columns (outputLogProbs)
     batch_size: int = 8
     max_batch_tokens: int = 0  # bound on rows x (longest prompt + max_output_length) per forward pass
 
@@ -89,6 +90,19 @@ class GenerationSettings:
         values.pop("max_batch_tokens")
         values["stop_strings"] = stop_strings(values.pop("stop_preset"), values["stop_strings"])
         return GenerationParams(**values)
+
+
+@dataclass
+class ScoringSettings:
+    """What jobs/score.py runs with (the generation job ignores it)."""
+
+    max_input_length: int = 4096  # window: longer documents are scored in strided windows of this many tokens
+    stride: int = 0  # tokens between window starts; 0: half the window
+    batch_size: int = 8  # windows per forward pass
+    max_batch_tokens: int = 0  # bound on rows x longest window per forward pass; 0: the activation budget only
+
+    def params(self) -> ScoringParams:
+        return ScoringParams(**dataclasses.asdict(self))
 
 
 @dataclass
@@ -116,6 +130,7 @@ class JobConfig:
     input: InputSettings = field(default_factory=InputSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
+    scoring: ScoringSettings = field(default_factory=ScoringSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
 
@@ -284,3 +299,9 @@ def check_values(config: JobConfig, source: str) -> None:
         reverse = {v: k for k, v in GenerationParams.PARAM_NAMES.items()}
         name = str(e).split(" ", 1)[0]
         raise ConfigError(f"{source}: generation.{reverse.get(name, name)}: {e}") from e
+    try:
+        config.scoring.params()
+    except InvalidParamError as e:
+        reverse = {v: k for k, v in ScoringParams.PARAM_NAMES.items()}
+        name = str(e).split(" ", 1)[0]
+        raise ConfigError(f"{source}: scoring.{reverse.get(name, name)}: {e}") from e

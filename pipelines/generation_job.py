@@ -8,7 +8,6 @@ so before a model is loaded or anything is written.
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 
 from pyspark.ml import Pipeline
@@ -21,11 +20,9 @@ from pipelines.config import JobConfig
 from pipelines.fim import fim_prompt_column
 from pipelines.input_table import check_ids, read_input
 from pipelines.model_source import resolve_model
-from pipelines.sharded_output import ShardedOutput, shard_of
-from pipelines.spark.worker_failures import WorkerCrashError, check_worker_python, explain_failure
+from pipelines.sharded_job import run_in_shards
+from pipelines.spark.worker_failures import check_worker_python
 from pipelines.summary import Summary, summarize
-
-log = logging.getLogger("pipelines.job")
 
 DOCUMENT_COL = "document"
 GENERATION_COL = "generation"
@@ -63,6 +60,7 @@ def build_pipeline(config: JobConfig, model_path: str | None = None) -> Pipeline
         maxInputLength=g.max_input_length,
         nReturnSequences=g.n_return_sequences,
         returnFullText=g.return_full_text,
+        outputLogProbs=g.output_logprobs,
         batchSize=g.batch_size,
         maxBatchTokens=g.max_batch_tokens,
         onRowError=config.output.on_error,
@@ -116,6 +114,9 @@ def generations(df: DataFrame, config: JobConfig, model_path: str | None = None)
         meta["finish_reason"].alias("finish_reason"),
         (meta["truncated"] == "true").alias("truncated"),
         meta["error"].alias("error"),
+        *([meta["logprob"].cast("double").alias("logprob"),
+           F.when(~F.isnan(meta["mean_logprob"].cast("double")), meta["mean_logprob"].cast("double"))
+           .alias("mean_logprob")] if config.generation.output_logprobs else []),
     )
     return out.select("*", *fim_scores(i.middle_col)) if i.middle_col else out
 
@@ -141,44 +142,13 @@ def run(spark: SparkSession, config: JobConfig) -> Summary:
     starcoder = build_pipeline(config, model_path).getStages()[-1]
     plan = starcoder.check_memory(spark)
     check_worker_python(spark)
-    output = ShardedOutput(
-        spark, config.output.path, config.output.shards, config.output.mode, manifest(config, model_path)
-    )
-    pending = output.prepare()
-    output.start()
-    log.info("output %s: %d of %d shards to write", config.output.path, len(pending), config.output.shards)
-
-    parts = config.output.partitions_per_shard or spark.sparkContext.defaultParallelism
-    generation_started = time.time()
-    for n, shard in enumerate(pending, 1):
-        shard_rows = df.where(shard_of(config.input.id_col, config.output.shards) == shard)
-        shard_out = generations(shard_rows.repartition(parts), config, model_path)
-        try:
-            output.write_shard(shard_out, shard)
-        except Exception as e:
-            explained = explain_failure(e, plan.describe() if plan is not None else "")
-            if explained is None:
-                raise
-            raise WorkerCrashError(
-                f"shard {shard} was not written: {explained}. Shards committed so far are kept: "
-                "rerun with output.mode=resume"
-            ) from e
-        log.info("shard %d committed (%d/%d this run)", shard, n, len(pending))
-    generation_seconds = time.time() - generation_started
-
-    written = output.read()
-    rows_in = df.count()
-    rows_out = written.count()
-    if rows_out != rows_in:
-        raise RuntimeError(
-            f"output {config.output.path} has {rows_out} rows for {rows_in} input rows; it was not marked "
-            "complete. Rerun with output.mode=resume or overwrite"
-        )
-    output.commit()
+    done = run_in_shards(spark, config, df, manifest(config, model_path), plan.describe() if plan is not None else "",
+                         lambda shard_rows: generations(shard_rows, config, model_path))
     summary = summarize(
-        written, config, rows_in=rows_in, shards_written=pending, generation_seconds=generation_seconds,
-        seconds=time.time() - started, master=spark.sparkContext.master, model_path=model_path,
+        done.written, config, rows_in=done.rows_in, shards_written=done.shards_written,
+        generation_seconds=done.model_seconds, seconds=time.time() - started, master=spark.sparkContext.master,
+        model_path=model_path,
     )
-    summary.write(output.fs, f"{output.path}/_summary.json")
+    summary.write(done.output.fs, f"{done.output.path}/_summary.json")
     return summary
 

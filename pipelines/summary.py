@@ -11,6 +11,14 @@ from pyspark.sql import functions as F
 from pipelines.config import JobConfig
 
 
+def render_table(rows: list[tuple[str, str]]) -> str:
+    """Two columns of text in a box, for the console."""
+    width = max(len(k) for k, _ in rows)
+    line = "+" + "-" * (width + 2) + "+" + "-" * (max(len(v) for _, v in rows) + 2) + "+"
+    body = [f"| {k.ljust(width)} | {v.ljust(len(line) - width - 6)}|" for k, v in rows]
+    return "\n".join([line, *body, line])
+
+
 @dataclass
 class Summary:
     rows_in: int
@@ -53,10 +61,7 @@ class Summary:
         for language, score in sorted(self.fim_scores.items()):
             rows.append((f"FIM {language}", f"exact match {score['exact_match']:.3f}, edit similarity "
                                             f"{score['edit_similarity']:.3f} ({score['rows']} rows)"))
-        width = max(len(k) for k, _ in rows)
-        line = "+" + "-" * (width + 2) + "+" + "-" * (max(len(v) for _, v in rows) + 2) + "+"
-        body = [f"| {k.ljust(width)} | {v.ljust(len(line) - width - 6)}|" for k, v in rows]
-        return "\n".join([line, *body, line])
+        return render_table(rows)
 
     def write(self, fs, path: str) -> None:
         fs.write_text(path, self.to_json() + "\n")
@@ -104,4 +109,99 @@ def summarize(written: DataFrame, config: JobConfig, *, rows_in, shards_written,
         output=config.output.path,
         params=asdict(config.generation),
         fim_scores=fim,
+    )
+
+
+# Perplexity quantiles in the scoring summary: name -> probability.
+PERPLEXITY_QUANTILES = {"min": 0.0, "p01": 0.01, "p10": 0.1, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p90": 0.9,
+                        "p99": 0.99, "max": 1.0}
+
+
+@dataclass
+class ScoringSummary:
+    rows_in: int
+    rows_out: int
+    rows_with_errors: int
+    rows_without_perplexity: int  # fewer than two tokens (nothing to predict) or an error
+    tokens: int
+    tokens_this_run: int
+    shards_written_this_run: int
+    shards_total: int
+    scoring_seconds: float
+    wall_seconds: float
+    tokens_per_second: float
+    # exp(-sum of log-probabilities / tokens scored) over the whole corpus: long documents weigh more
+    corpus_perplexity: float | None
+    perplexity_quantiles: dict[str, float]  # of the documents' perplexities (PERPLEXITY_QUANTILES)
+    model: str
+    master: str
+    output: str
+    params: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    def table(self) -> str:
+        q = self.perplexity_quantiles
+        rows = [
+            ("rows in / out", f"{self.rows_in} / {self.rows_out}"),
+            ("rows with errors", str(self.rows_with_errors)),
+            ("rows without perplexity", f"{self.rows_without_perplexity} (fewer than 2 tokens, or an error)"),
+            ("tokens", f"{self.tokens:,}"),
+            ("scored this run", f"{self.tokens_this_run:,} tokens in {self.shards_written_this_run}"
+                                f"/{self.shards_total} shards"),
+            ("tokens/s", f"{self.tokens_per_second:,.1f}"),
+            ("wall time", f"{self.wall_seconds:.1f}s (scoring {self.scoring_seconds:.1f}s)"),
+            ("corpus perplexity", "none" if self.corpus_perplexity is None else f"{self.corpus_perplexity:.3f}"),
+            ("perplexity quantiles", ", ".join(f"{k} {v:.3f}" for k, v in q.items()) if q else "none"),
+            ("model", self.model),
+            ("spark master", self.master),
+            ("output", self.output),
+        ]
+        return render_table(rows)
+
+    def write(self, fs, path: str) -> None:
+        fs.write_text(path, self.to_json() + "\n")
+
+
+def summarize_scores(written: DataFrame, config: JobConfig, *, rows_in, shards_written, scoring_seconds, seconds,
+                     master, model_path) -> ScoringSummary:
+    import math
+
+    from pipelines.sharded_output import SHARD_COL
+
+    scored = F.greatest(F.col("tokens") - 1, F.lit(0))
+    totals = written.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.count("error").alias("errors"),
+        F.count("perplexity").alias("with_perplexity"),
+        F.coalesce(F.sum("tokens"), F.lit(0)).alias("tokens"),
+        F.coalesce(F.sum(F.when(F.col(SHARD_COL).isin(list(shards_written)), F.col("tokens"))), F.lit(0))
+        .alias("this_run"),
+        F.sum(F.when(F.col("error").isNull(), F.col("logprob"))).alias("logprob"),
+        F.sum(F.when(F.col("error").isNull(), scored)).alias("scored"),
+    ).first()
+    # Within 0.1% of rank: exact on small tables, and bounded memory on any corpus (nulls are skipped).
+    values = written.stat.approxQuantile("perplexity", list(PERPLEXITY_QUANTILES.values()), 0.001)
+    defined = values and not any(math.isnan(v) for v in values)  # no document with a perplexity: none
+    quantiles = {name: round(v, 4) for name, v in zip(PERPLEXITY_QUANTILES, values)} if defined else {}
+    corpus = math.exp(-totals["logprob"] / totals["scored"]) if totals["scored"] else None
+    return ScoringSummary(
+        rows_in=rows_in,
+        rows_out=totals["rows"],
+        rows_with_errors=totals["errors"],
+        rows_without_perplexity=totals["rows"] - totals["with_perplexity"],
+        tokens=int(totals["tokens"]),
+        tokens_this_run=int(totals["this_run"]),
+        shards_written_this_run=len(shards_written),
+        shards_total=config.output.shards,
+        scoring_seconds=round(scoring_seconds, 2),
+        wall_seconds=round(seconds, 2),
+        tokens_per_second=round(totals["this_run"] / scoring_seconds, 2) if scoring_seconds > 0 else 0.0,
+        corpus_perplexity=round(corpus, 4) if corpus is not None else None,
+        perplexity_quantiles=quantiles,
+        model=model_path,
+        master=master,
+        output=config.output.path,
+        params=asdict(config.scoring),
     )

@@ -18,9 +18,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql.types import StructField, StructType
 
 from pipelines.annotators.annotation_schema import ANNOTATION_ARRAY_TYPE, DOCUMENT, annotator_metadata
-from pipelines.annotators.annotator_properties import AnnotatorProperties, HasBatchedAnnotate
+from pipelines.annotators.annotator_properties import AnnotatorProperties
+from pipelines.annotators.model_params import HasModelParams
 from pipelines.engine.params import GenerationParams, ModelSpec, validate_generation_value
-from pipelines.model_source import DEFAULT_PRETRAINED, engine_for, resolve_model, resolve_pretrained
 from pipelines.stop_presets import stop_strings
 
 
@@ -29,7 +29,7 @@ def _param(name, doc, converter):
 
 
 class StarCoderTransformer(
-    Transformer, AnnotatorProperties, HasBatchedAnnotate, DefaultParamsReadable, DefaultParamsWritable
+    Transformer, AnnotatorProperties, HasModelParams, DefaultParamsReadable, DefaultParamsWritable
 ):
     """StarCoder2 code generation over `document` annotations."""
 
@@ -41,10 +41,6 @@ class StarCoderTransformer(
         "configProtoBytes",
         "ConfigProto from tensorflow, serialized into byte array (accepted for compatibility; unused)",
         TypeConverters.toListInt,
-    )
-    engine = _param(
-        "engine", "Deep Learning engine used for this model: pytorch, openvino or auto (by the model directory)",
-        TypeConverters.toString,
     )
     minOutputLength = _param("minOutputLength", "Minimum length of the sequence to be generated", TypeConverters.toInt)
     maxOutputLength = _param("maxOutputLength", "Maximum length of output text", TypeConverters.toInt)
@@ -65,9 +61,6 @@ class StarCoderTransformer(
     ignoreTokenIds = _param(
         "ignoreTokenIds", "A list of token ids which are ignored in the decoder's output", TypeConverters.toListInt
     )
-    maxInputLength = _param(
-        "maxInputLength", "Maximum prompt length in tokens; longer prompts keep their last tokens", TypeConverters.toInt
-    )
     stopTokenIds = _param("stopTokenIds", "Token ids that end a generation", TypeConverters.toListInt)
     randomSeed = _param("randomSeed", "Seed for sampling; outputs are reproducible with the same seed", TypeConverters.toInt)
     nReturnSequences = _param("nReturnSequences", "Number of sequences to return per prompt", TypeConverters.toInt)
@@ -82,11 +75,12 @@ class StarCoderTransformer(
     returnFullText = _param(
         "returnFullText", "Return prompt + completion (True, as Spark NLP) or the completion only", TypeConverters.toBoolean
     )
-    modelSource = _param(
-        "modelSource", "Directory (local, dbfs:/, /Volumes/...) or hub id of the StarCoder2 model", TypeConverters.toString
+    outputLogProbs = _param(
+        "outputLogProbs",
+        "Add logprob (sum over the generated tokens) and mean_logprob to each generation's metadata, from the "
+        "model's own distribution (before temperature, top-k/top-p and penalties)",
+        TypeConverters.toBoolean,
     )
-    device = _param("device", "Where to run the model: auto, cpu or cuda", TypeConverters.toString)
-    dtype = _param("dtype", "Weights precision: auto, float32, bfloat16, float16 or int8 (CPU)", TypeConverters.toString)
     maxBatchTokens = _param(
         "maxBatchTokens",
         "Bound on rows x (longest prompt + maxOutputLength) per forward pass; 0 for none (batchSize only)",
@@ -97,33 +91,13 @@ class StarCoderTransformer(
         "A row whose generation fails: 'fail' the task, or 'keep' it with metadata error=<message>",
         TypeConverters.toString,
     )
-    numThreads = _param(
-        "numThreads", "Inference threads per task; 0 uses the cores Spark gives each task (spark.task.cpus)", TypeConverters.toInt
-    )
-    kvCacheSizeGB = _param(
-        "kvCacheSizeGB",
-        "KV cache memory per worker in GiB: openvino allocates it once, pytorch keeps each batch within it",
-        TypeConverters.toInt,
-    )
-
-    memoryCheck = _param(
-        "memoryCheck",
-        "When the model's memory plan does not fit the workers' memory: 'error' (fail before any task) or 'warn'",
-        TypeConverters.toString,
-    )
-    workerMemoryGB = _param(
-        "workerMemoryGB",
-        "Memory (GiB) the model workers of one executor may use together; 0 reads it from the session",
-        TypeConverters.toFloat,
-    )
-
     @keyword_only
     def __init__(self, **kwargs):
         super().__init__()
         self._setDefault(
+            **self.MODEL_PARAM_DEFAULTS,
             outputCol="generation",
             lazyAnnotator=False,
-            engine="pytorch",
             minOutputLength=0,
             maxOutputLength=20,
             doSample=False,
@@ -133,21 +107,14 @@ class StarCoderTransformer(
             repetitionPenalty=1.0,
             noRepeatNgramSize=0,
             ignoreTokenIds=[],
-            batchSize=1,
-            maxInputLength=4096,
             stopTokenIds=[],
             nReturnSequences=1,
             stopStrings=[],
             stopPreset="",
             returnFullText=True,
-            device="auto",
-            dtype="auto",
-            numThreads=0,
-            kvCacheSizeGB=1,
             onRowError="fail",
             maxBatchTokens=0,
-            memoryCheck="error",
-            workerMemoryGB=0.0,
+            outputLogProbs=False,
         )
         self._set(**self._input_kwargs)
 
@@ -219,20 +186,7 @@ class StarCoderTransformer(
     def getIgnoreTokenIds(self):
         return self.getOrDefault(self.ignoreTokenIds)
 
-    def setEngine(self, value):
-        """pytorch (safetensors weights) or openvino (an OpenVINO export); auto picks by the directory."""
-        return self._set(engine=value)
-
-    def getEngine(self):
-        return self.getOrDefault(self.engine)
-
     # --- params Spark NLP has in Scala only, and this pipeline's own --------------------------
-    def setMaxInputLength(self, value):
-        return self._set(maxInputLength=value)
-
-    def getMaxInputLength(self):
-        return self.getOrDefault(self.maxInputLength)
-
     def setStopTokenIds(self, value):
         return self._set(stopTokenIds=value)
 
@@ -269,35 +223,11 @@ class StarCoderTransformer(
     def getReturnFullText(self):
         return self.getOrDefault(self.returnFullText)
 
-    def setModelSource(self, value):
-        return self._set(modelSource=value)
+    def setOutputLogProbs(self, value):
+        return self._set(outputLogProbs=value)
 
-    def getModelSource(self):
-        return self.getOrDefault(self.modelSource)
-
-    def setDevice(self, value):
-        return self._set(device=value)
-
-    def getDevice(self):
-        return self.getOrDefault(self.device)
-
-    def setDtype(self, value):
-        return self._set(dtype=value)
-
-    def getDtype(self):
-        return self.getOrDefault(self.dtype)
-
-    def setNumThreads(self, value):
-        return self._set(numThreads=value)
-
-    def getNumThreads(self):
-        return self.getOrDefault(self.numThreads)
-
-    def setKvCacheSizeGB(self, value):
-        return self._set(kvCacheSizeGB=value)
-
-    def getKvCacheSizeGB(self):
-        return self.getOrDefault(self.kvCacheSizeGB)
+    def getOutputLogProbs(self):
+        return self.getOrDefault(self.outputLogProbs)
 
     def setMaxBatchTokens(self, value):
         return self._set(maxBatchTokens=value)
@@ -310,43 +240,6 @@ class StarCoderTransformer(
 
     def getOnRowError(self):
         return self.getOrDefault(self.onRowError)
-
-    def setMemoryCheck(self, value):
-        return self._set(memoryCheck=value)
-
-    def getMemoryCheck(self):
-        return self.getOrDefault(self.memoryCheck)
-
-    def setWorkerMemoryGB(self, value):
-        return self._set(workerMemoryGB=value)
-
-    def getWorkerMemoryGB(self):
-        return self.getOrDefault(self.workerMemoryGB)
-
-    # --- loading ------------------------------------------------------------------------------
-    @staticmethod
-    def loadSavedModel(folder, spark_session=None, use_openvino=False):
-        """A StarCoderTransformer for a Hugging Face StarCoder2 directory (local, dbfs:/ or a volume).
-
-        The directory is checked here, on the driver: config.json of a StarCoder2 model,
-        safetensors weights or an OpenVINO export, and tokenizer.json. Tasks load the model from
-        the same path. A directory holding only an OpenVINO export (scripts/export_openvino.sh),
-        or use_openvino=True, runs on OpenVINO; otherwise on PyTorch.
-        """
-        resolved = resolve_model(folder)
-        engine = "openvino" if use_openvino else engine_for(resolved.path)
-        transformer = StarCoderTransformer(modelSource=resolved.path, engine=engine)
-        transformer.model_spec()  # an OpenVINO request without an export fails here, on the driver
-        return transformer
-
-    @staticmethod
-    def pretrained(name=DEFAULT_PRETRAINED, lang="en", remote_loc=None):
-        """Resolve a Spark NLP model name (e.g. starcoder2_3b_int8) or a hub id to a model.
-
-        Without network access this fails at once and says how to point at a directory instead.
-        """
-        resolved = resolve_pretrained(name, lang, remote_loc)
-        return StarCoderTransformer(modelSource=resolved.path, dtype=resolved.dtype)
 
     # --- the typed settings the engine runs with ----------------------------------------------
     def generation_params(self) -> GenerationParams:
@@ -370,29 +263,14 @@ class StarCoderTransformer(
             random_seed=seed,
             n_return_sequences=self.getNReturnSequences(),
             return_full_text=self.getReturnFullText(),
+            output_logprobs=self.getOutputLogProbs(),
         )
-
-    def model_spec(self) -> ModelSpec:
-        if not self.isDefined(self.modelSource):
-            raise ValueError(
-                "StarCoderTransformer has no model: create it with StarCoderTransformer.loadSavedModel(dir, spark) "
-                "or .pretrained(name), or call setModelSource(dir)"
-            )
-        source = resolve_model(self.getModelSource()).path  # fails here, on the driver, if it is gone
-        spec = ModelSpec(source=source, device=self.getDevice(), dtype=self.getDtype(),
-                         num_threads=self.getNumThreads(), engine=self.getEngine(),
-                         kv_cache_gb=self.getKvCacheSizeGB())
-        engine_for(source, spec.engine)  # the directory holds what the engine needs, or a clear error now
-        return spec
 
     def check_memory(self, spark, spec: ModelSpec | None = None):
         """The memory plan for this session, logged; raises MemoryPlanError when it does not fit
         (memoryCheck='error'). Runs on the driver: no model is loaded."""
-        from pipelines.spark.memory_check import check_memory
-
         rows_tokens = self.getBatchSize() * (self.getMaxInputLength() + self.getMaxOutputLength())
-        return check_memory(spark, spec or self.model_spec(), self.getMaxBatchTokens(),
-                            self.getWorkerMemoryGB(), self.getMemoryCheck(), rows_tokens)
+        return self.memory_plan(spark, spec or self.model_spec(), self.getMaxBatchTokens(), rows_tokens)
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         from pipelines.spark.partition_generation import PartitionGenerator

@@ -30,6 +30,14 @@ class Completion:
     truncated: bool  # the prompt was cut from the left to max_input_length tokens
     seed: int | None  # the draw's seed when sampling
     error: str | None = None  # why this prompt could not be completed
+    # outputLogProbs: sum of the model's log-probabilities over the completion_tokens generated tokens
+    logprob: float | None = None
+
+    @property
+    def mean_logprob(self) -> float | None:
+        if self.logprob is None or not self.completion_tokens:
+            return None
+        return self.logprob / self.completion_tokens
 
 
 def failed(error: BaseException) -> Completion:
@@ -180,6 +188,7 @@ class GenerationEngine:
                         finish_reason=out.finish_reason,
                         truncated=truncated[p],
                         seed=seeds[(same_as[p], s)],
+                        logprob=out.logprob,
                     )
                 )
             completions.append(row)

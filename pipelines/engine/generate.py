@@ -25,6 +25,7 @@ class SequenceOutput:
     token_ids: list[int]  # generated tokens, including the EOS / stop token that ended them
     finish_reason: str
     ends_with_stop_token: bool = False  # the last token is EOS or a stop token id, not text
+    logprob: float | None = None  # sum of the model's log-probabilities of token_ids (outputLogProbs)
 
 
 def left_pad(prompts: list[list[int]], pad_id: int, device: torch.device):
@@ -125,16 +126,22 @@ def generate_batch(
     generated: list[list[int]] = [[] for _ in prompts]
     finish: list[str | None] = [None] * len(prompts)
     by_token = [False] * len(prompts)
+    logprobs = [0.0] * len(prompts) if params.output_logprobs else None
     seen = seen_token_matrix(input_ids, attention_mask)
     next_pos = positions[:, -1:] + 1
 
     for step in range(params.max_output_length):
         slot_generated = [generated[i] for i in slots]
+        # The model's own distribution: taken before shape_logits, which edits the logits in place.
+        model_logprobs = torch.log_softmax(logits, dim=-1) if logprobs is not None else None
         shaped = shape_logits(logits, params, step, seen, slot_generated, banned_ids, end_ids)
         chosen = sampling.next_tokens(
             shaped.cpu() if params.do_sample else shaped,
             params.do_sample, params.temperature, params.top_k, params.top_p, generators,
         ).to(device)
+        if logprobs is not None:
+            for idx, lp in zip(slots, model_logprobs.gather(1, chosen[:, None]).squeeze(1).tolist()):
+                logprobs[idx] += lp
 
         keep = []
         for slot, (idx, token) in enumerate(zip(slots, chosen.tolist())):
@@ -164,4 +171,5 @@ def generate_batch(
         logits = decode_one_token(model, chosen[:, None], attention_mask, next_pos, cache)
         next_pos = next_pos + 1
 
-    return [SequenceOutput(generated[i], finish[i], by_token[i]) for i in range(len(prompts))]
+    return [SequenceOutput(generated[i], finish[i], by_token[i], logprobs[i] if logprobs is not None else None)
+            for i in range(len(prompts))]

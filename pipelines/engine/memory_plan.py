@@ -69,14 +69,15 @@ class WorkerMemory:
 
 
 def worker_memory(model_dir: str, dtype: str, device: str, engine: str, kv_cache_gb: int,
-                  max_batch_tokens: int = 0, max_rows_tokens: int = 0) -> WorkerMemory:
+                  max_batch_tokens: int = 0, max_rows_tokens: int = 0, kv_cache: bool = True) -> WorkerMemory:
     """One worker's memory for a model directory and the settings it runs with (CPU figures).
 
     `max_rows_tokens`: the most tokens one batch can hold (batch size x (max prompt + new
-    tokens)), 0 when unknown."""
+    tokens)), 0 when unknown. `kv_cache=False` for work that keeps no KV cache (scoring is
+    prefill only): its batches are bounded by the activation budget alone."""
     config = json.loads((Path(model_dir) / "config.json").read_text())
     compute = "float32" if dtype in ("auto", "int8") else dtype
-    kv_cache = kv_cache_gb * GiB
+    kv_cache_bytes = kv_cache_gb * GiB if kv_cache else 0
     if engine_for(model_dir, engine) == "openvino":
         weights = (Path(model_dir) / "openvino_model.bin").stat().st_size
         tokens = OPENVINO_STEP_TOKENS
@@ -86,11 +87,12 @@ def worker_memory(model_dir: str, dtype: str, device: str, engine: str, kv_cache
         weights = checkpoint.weight_bytes(compute if dtype != "int8" else "int8")
         shared = dtype != "int8" and compute == checkpoint.stored_dtype
         # The batch planner keeps rows x (prompt + new tokens) within the KV budget and maxBatchTokens.
-        tokens = kv_cache // kv_bytes_per_token(config, _element_bytes(compute))
+        tokens = kv_cache_bytes // kv_bytes_per_token(config, _element_bytes(compute)) if kv_cache \
+            else prefill_chunk_tokens(config, _element_bytes(compute))
         for bound in (max_batch_tokens, max_rows_tokens, prefill_chunk_tokens(config, _element_bytes(compute))):
             tokens = min(tokens, bound or tokens)
     activations = tokens * activation_bytes_per_token(config, _element_bytes(compute))
-    return WorkerMemory(weights, shared, kv_cache, activations)
+    return WorkerMemory(weights, shared, kv_cache_bytes, activations)
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,11 @@ class OpenVINODecoder:
             raise InvalidParamError(
                 "ignoreTokenIds is not supported by engine 'openvino'; use engine 'pytorch' for it"
             )
+        if params.output_logprobs:
+            raise InvalidParamError(
+                "outputLogProbs is not supported by engine 'openvino': its pipeline does not return the model's "
+                "own log-probabilities (before sampling settings); use engine 'pytorch' for it"
+            )
         faults.check_batch(len(prompts))
         inputs = [ov.Tensor(np.asarray([ids], dtype=np.int64)) for ids in prompts]
         configs = [self._config(params, seed, row_stops) for seed, row_stops in zip(seeds, row_stop_ids)]

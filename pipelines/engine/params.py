@@ -50,6 +50,7 @@ def validate_generation_value(name: str, value) -> None:
         "kvCacheSizeGB": (lambda v: isinstance(v, int) and v >= 1, "a whole number of GiB >= 1"),
         "memoryCheck": (lambda v: v in MEMORY_CHECKS, "'error' or 'warn'"),
         "workerMemoryGB": (lambda v: v >= 0, "a number of GiB >= 0 (0 reads it from the session)"),
+        "stride": (lambda v: v >= 0, "an integer >= 0 (0: half of maxInputLength)"),
     }
     if name in rules:
         ok, expected = rules[name]
@@ -75,6 +76,9 @@ class GenerationParams:
     random_seed: int | None = None
     n_return_sequences: int = 1
     return_full_text: bool = True
+    # Log-probabilities of the generated tokens under the model's own distribution (log-softmax of
+    # the logits before temperature, top-k/top-p and penalties); off: nothing is computed.
+    output_logprobs: bool = False
 
     # field name -> annotator param name, for messages users can act on
     PARAM_NAMES = {
@@ -93,6 +97,7 @@ class GenerationParams:
         "random_seed": "randomSeed",
         "n_return_sequences": "nReturnSequences",
         "return_full_text": "returnFullText",
+        "output_logprobs": "outputLogProbs",
     }
 
     def __post_init__(self):
@@ -135,3 +140,41 @@ class ModelSpec:
 
     def cache_key(self) -> tuple:
         return (self.source, self.device, self.dtype, self.engine, self.kv_cache_gb)
+
+
+@dataclass(frozen=True)
+class ScoringParams:
+    """How to score documents: the window (maxInputLength), its stride and the batch bounds.
+
+    A document longer than the window is scored in windows that start every `stride` tokens
+    (the transformers perplexity guide's strided evaluation): each token is scored once, in the
+    first window that reaches it, with at least `max_input_length - stride` tokens of left
+    context. The default stride, half the window, gives every token half a window of context.
+    """
+
+    max_input_length: int = 4096
+    stride: int = 0  # 0: max_input_length // 2
+    batch_size: int = 8  # windows per forward pass
+    max_batch_tokens: int = 0  # rows x longest window per forward pass; 0: the activation budget only
+
+    PARAM_NAMES = {
+        "max_input_length": "maxInputLength",
+        "stride": "stride",
+        "batch_size": "batchSize",
+        "max_batch_tokens": "maxBatchTokens",
+    }
+
+    def __post_init__(self):
+        for f in fields(self):
+            validate_generation_value(self.PARAM_NAMES[f.name], getattr(self, f.name))
+        check_param("maxInputLength", self.max_input_length >= 2,
+                    "an integer >= 2 for scoring (a token is scored from the tokens before it)", self.max_input_length)
+        if self.stride >= self.max_input_length:
+            raise InvalidParamError(
+                f"stride ({self.stride}) must be smaller than maxInputLength ({self.max_input_length}): windows "
+                "overlap so that the first token a window scores has left context; 0 picks half the window"
+            )
+
+    @property
+    def window_stride(self) -> int:
+        return self.stride or max(1, self.max_input_length // 2)

@@ -89,12 +89,12 @@ def _conf(spark, key: str) -> str | None:
 
 
 def session_plan(spark, spec: ModelSpec, max_batch_tokens: int = 0, worker_memory_gb: float = 0,
-                 max_rows_tokens: int = 0):
+                 max_rows_tokens: int = 0, kv_cache: bool = True):
     """(plan or None when the worker count is unknown, cores per executor, a note)."""
     master = _conf(spark, "spark.master") or ""
     task_cpus = int(_conf(spark, "spark.task.cpus") or 1)
     memory = worker_memory(spec.source, spec.dtype, spec.device, spec.engine, spec.kv_cache_gb,
-                           max_batch_tokens, max_rows_tokens)
+                           max_batch_tokens, max_rows_tokens, kv_cache)
     cores = local_cores(master)
     if cores is not None:
         workers_from = f"{master} with spark.task.cpus={task_cpus}"
@@ -120,11 +120,13 @@ def session_plan(spark, spec: ModelSpec, max_batch_tokens: int = 0, worker_memor
 
 
 def check_memory(spark, spec: ModelSpec, max_batch_tokens: int = 0, worker_memory_gb: float = 0,
-                 mode: str = "error", max_rows_tokens: int = 0) -> MemoryPlan | None:
-    """Log the plan; when it does not fit, raise MemoryPlanError (mode error) or warn."""
+                 mode: str = "error", max_rows_tokens: int = 0, kv_cache: bool = True) -> MemoryPlan | None:
+    """Log the plan; when it does not fit, raise MemoryPlanError (mode error) or warn.
+
+    `kv_cache=False` plans work that keeps no KV cache (scoring)."""
     if spec.device == "cuda":
         return None  # GPU memory is planned by the batch planner's OOM halving, not here
-    plan, cores, note = session_plan(spark, spec, max_batch_tokens, worker_memory_gb, max_rows_tokens)
+    plan, cores, note = session_plan(spark, spec, max_batch_tokens, worker_memory_gb, max_rows_tokens, kv_cache)
     if plan is None:
         _log_once(f"memory plan for {spec.source}: cannot be checked: {note}")
         return None
@@ -134,7 +136,7 @@ def check_memory(spark, spec: ModelSpec, max_batch_tokens: int = 0, worker_memor
 
     def memory_for(dtype, kv_cache_gb):
         return worker_memory(spec.source, dtype, spec.device, spec.engine, kv_cache_gb, max_batch_tokens,
-                             max_rows_tokens)
+                             max_rows_tokens, kv_cache)
 
     fixes = settings_that_fit(plan, cores, spec.dtype, spec.kv_cache_gb, memory_for)
     message = (

@@ -6,37 +6,20 @@ one output annotation per generated sequence, keeping every input row and its or
 
 from __future__ import annotations
 
-import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Iterator
 
 import pyarrow as pa
 
-from pipelines import faults
 from pipelines.annotators.annotation_schema import ANNOTATION_ARRAY_TYPE, document
 from pipelines.engine.params import GenerationParams, ModelSpec
-from pipelines.spark import model_cache
+from pipelines.spark.partition_rows import (
+    annotations_per_row, log, log_partition, log_to_stderr, task_cores, with_output_column, worker_engine,
+)
 from pipelines.spark.worker_failures import crash_note, leave_crash_note
 
-log = logging.getLogger("pipelines.worker")
-
-
-def _log_to_stderr() -> None:
-    """Per-partition progress lines go to the executor's stderr (the console in local mode)."""
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-
-
-def task_cores(default: int = 1) -> int:
-    """Cores Spark reserved for this task (spark.task.cpus); `default` outside a task."""
-    from pyspark import TaskContext
-
-    ctx = TaskContext.get()
-    return ctx.cpus() if ctx is not None else default
+__all__ = ["PartitionGenerator", "output_metadata", "task_cores"]
 
 
 def output_metadata(source: dict, completion, sequence: int) -> dict[str, str]:
@@ -49,6 +32,9 @@ def output_metadata(source: dict, completion, sequence: int) -> dict[str, str]:
         seed="none" if completion.seed is None else str(completion.seed),
         sequence=str(sequence),
     )
+    if completion.logprob is not None:
+        meta["logprob"] = repr(completion.logprob)
+        meta["mean_logprob"] = repr(completion.mean_logprob) if completion.mean_logprob is not None else "NaN"
     if completion.error is not None:
         meta["error"] = completion.error
     return meta
@@ -70,7 +56,7 @@ class PartitionGenerator:
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark.sql.pandas.types import to_arrow_type
 
-        _log_to_stderr()
+        log_to_stderr()
         arrow_type = to_arrow_type(ANNOTATION_ARRAY_TYPE)
         engine = None  # loaded on the first non-empty batch: empty partitions cost nothing
         rows = tokens = 0
@@ -78,32 +64,16 @@ class PartitionGenerator:
         leave_crash_note(crash_note(self.model.source, self.model.dtype, self.memory_plan))
         for batch in batches:
             if engine is None and batch.num_rows:
-                faults.at_partition_start()
-                # The task's cores unless set: torch adjusts per task, OpenVINO compiles with it.
-                spec = replace(self.model, num_threads=self.model.num_threads or task_cores())
-                engine = model_cache.get_engine(spec)
-                engine.use_threads(spec.num_threads)
+                engine = worker_engine(self.model)
             generations, batch_tokens = self._generate(engine, batch)
             rows += batch.num_rows
             tokens += batch_tokens
-            columns = [batch.column(i) for i, n in enumerate(batch.schema.names) if n != self.output_col]
-            names = [n for n in batch.schema.names if n != self.output_col]
-            yield pa.RecordBatch.from_arrays(
-                columns + [pa.array(generations, type=arrow_type)], names=names + [self.output_col]
-            )
-        self._log_partition(rows, tokens, time.perf_counter() - started)
+            yield with_output_column(batch, self.output_col, generations, arrow_type)
+        log_partition(rows, tokens, time.perf_counter() - started)
 
     def _generate(self, engine, batch: pa.RecordBatch) -> tuple[list[list[dict]], int]:
         # Every annotation of every input column of every row is a prompt.
-        per_row: list[list[dict]] = []
-        for col in self.input_cols:
-            for r, annotations in enumerate(batch.column(batch.schema.get_field_index(col)).to_pylist()):
-                if r == len(per_row):
-                    per_row.append([])
-                per_row[r].extend(annotations or [])
-        while len(per_row) < batch.num_rows:
-            per_row.append([])
-
+        per_row = annotations_per_row(batch, self.input_cols)
         annotations = [a for row in per_row for a in row]
         completions = iter(self._complete(engine, annotations))
         generations, tokens = [], 0
@@ -143,13 +113,3 @@ class PartitionGenerator:
                     ) from e
                 results.append([failed(e)] * self.params.n_return_sequences)
         return results
-
-    def _log_partition(self, rows: int, tokens: int, seconds: float) -> None:
-        from pyspark import TaskContext
-
-        ctx = TaskContext.get()
-        part = ctx.partitionId() if ctx is not None else -1
-        log.info(
-            "partition %d: %d rows, %d tokens in %.1fs (%.1f tokens/s)",
-            part, rows, tokens, seconds, tokens / seconds if seconds > 0 else 0.0,
-        )

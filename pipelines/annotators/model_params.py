@@ -1,0 +1,172 @@
+"""The params that say which model runs and how, shared by every annotator that runs StarCoder2.
+
+StarCoderTransformer and StarCoderScorer take the same model sources, devices, dtypes,
+engines, thread counts and memory settings, and build the same ModelSpec from them, so that
+both reuse one model per worker (the cache is keyed by the spec).
+"""
+
+from __future__ import annotations
+
+from pyspark.ml.param import Param, Params, TypeConverters
+
+from pipelines.annotators.annotator_properties import HasBatchedAnnotate
+from pipelines.engine.params import ModelSpec
+from pipelines.model_source import DEFAULT_PRETRAINED, engine_for, resolve_model, resolve_pretrained
+
+
+def _param(name, doc, converter):
+    return Param(Params._dummy(), name, doc, typeConverter=converter)
+
+
+class HasModelParams(HasBatchedAnnotate):
+    """modelSource, device, dtype, numThreads, engine, kvCacheSizeGB, memoryCheck, workerMemoryGB,
+    batchSize and maxInputLength, with their setters, getters and the ModelSpec they make."""
+
+    MODEL_PARAM_DEFAULTS = dict(
+        engine="pytorch",
+        batchSize=1,
+        maxInputLength=4096,
+        device="auto",
+        dtype="auto",
+        numThreads=0,
+        kvCacheSizeGB=1,
+        memoryCheck="error",
+        workerMemoryGB=0.0,
+    )
+
+    engine = _param(
+        "engine", "Deep Learning engine used for this model: pytorch, openvino or auto (by the model directory)",
+        TypeConverters.toString,
+    )
+    maxInputLength = _param(
+        "maxInputLength",
+        "Most tokens of one text per forward pass: longer prompts keep their last tokens (StarCoderTransformer), "
+        "longer documents are scored in strided windows of this many tokens (StarCoderScorer)",
+        TypeConverters.toInt,
+    )
+    modelSource = _param(
+        "modelSource", "Directory (local, dbfs:/, /Volumes/...) or hub id of the StarCoder2 model", TypeConverters.toString
+    )
+    device = _param("device", "Where to run the model: auto, cpu or cuda", TypeConverters.toString)
+    dtype = _param("dtype", "Weights precision: auto, float32, bfloat16, float16 or int8 (CPU)", TypeConverters.toString)
+    numThreads = _param(
+        "numThreads", "Inference threads per task; 0 uses the cores Spark gives each task (spark.task.cpus)", TypeConverters.toInt
+    )
+    kvCacheSizeGB = _param(
+        "kvCacheSizeGB",
+        "KV cache memory per worker in GiB: openvino allocates it once, pytorch keeps each batch within it",
+        TypeConverters.toInt,
+    )
+    memoryCheck = _param(
+        "memoryCheck",
+        "When the model's memory plan does not fit the workers' memory: 'error' (fail before any task) or 'warn'",
+        TypeConverters.toString,
+    )
+    workerMemoryGB = _param(
+        "workerMemoryGB",
+        "Memory (GiB) the model workers of one executor may use together; 0 reads it from the session",
+        TypeConverters.toFloat,
+    )
+
+    def setEngine(self, value):
+        """pytorch (safetensors weights) or openvino (an OpenVINO export); auto picks by the directory."""
+        return self._set(engine=value)
+
+    def getEngine(self):
+        return self.getOrDefault(self.engine)
+
+    def setMaxInputLength(self, value):
+        return self._set(maxInputLength=value)
+
+    def getMaxInputLength(self):
+        return self.getOrDefault(self.maxInputLength)
+
+    def setModelSource(self, value):
+        return self._set(modelSource=value)
+
+    def getModelSource(self):
+        return self.getOrDefault(self.modelSource)
+
+    def setDevice(self, value):
+        return self._set(device=value)
+
+    def getDevice(self):
+        return self.getOrDefault(self.device)
+
+    def setDtype(self, value):
+        return self._set(dtype=value)
+
+    def getDtype(self):
+        return self.getOrDefault(self.dtype)
+
+    def setNumThreads(self, value):
+        return self._set(numThreads=value)
+
+    def getNumThreads(self):
+        return self.getOrDefault(self.numThreads)
+
+    def setKvCacheSizeGB(self, value):
+        return self._set(kvCacheSizeGB=value)
+
+    def getKvCacheSizeGB(self):
+        return self.getOrDefault(self.kvCacheSizeGB)
+
+    def setMemoryCheck(self, value):
+        return self._set(memoryCheck=value)
+
+    def getMemoryCheck(self):
+        return self.getOrDefault(self.memoryCheck)
+
+    def setWorkerMemoryGB(self, value):
+        return self._set(workerMemoryGB=value)
+
+    def getWorkerMemoryGB(self):
+        return self.getOrDefault(self.workerMemoryGB)
+
+    # --- loading ------------------------------------------------------------------------------
+    @classmethod
+    def loadSavedModel(cls, folder, spark_session=None, use_openvino=False):
+        """An annotator for a Hugging Face StarCoder2 directory (local, dbfs:/ or a volume).
+
+        The directory is checked here, on the driver: config.json of a StarCoder2 model,
+        safetensors weights or an OpenVINO export, and tokenizer.json. Tasks load the model from
+        the same path. A directory holding only an OpenVINO export (scripts/export_openvino.sh),
+        or use_openvino=True, runs on OpenVINO; otherwise on PyTorch.
+        """
+        resolved = resolve_model(folder)
+        engine = "openvino" if use_openvino else engine_for(resolved.path)
+        annotator = cls(modelSource=resolved.path, engine=engine)
+        annotator.model_spec()  # an engine the directory cannot run fails here, on the driver
+        return annotator
+
+    @classmethod
+    def pretrained(cls, name=DEFAULT_PRETRAINED, lang="en", remote_loc=None):
+        """Resolve a Spark NLP model name (e.g. starcoder2_3b_int8) or a hub id to a model.
+
+        Without network access this fails at once and says how to point at a directory instead.
+        """
+        resolved = resolve_pretrained(name, lang, remote_loc)
+        return cls(modelSource=resolved.path, dtype=resolved.dtype)
+
+    # --- the typed settings the engine runs with ----------------------------------------------
+    def model_spec(self) -> ModelSpec:
+        name = type(self).__name__
+        if not self.isDefined(self.modelSource):
+            raise ValueError(
+                f"{name} has no model: create it with {name}.loadSavedModel(dir, spark) "
+                "or .pretrained(name), or call setModelSource(dir)"
+            )
+        source = resolve_model(self.getModelSource()).path  # fails here, on the driver, if it is gone
+        spec = ModelSpec(source=source, device=self.getDevice(), dtype=self.getDtype(),
+                         num_threads=self.getNumThreads(), engine=self.getEngine(),
+                         kv_cache_gb=self.getKvCacheSizeGB())
+        engine_for(source, spec.engine)  # the directory holds what the engine needs, or a clear error now
+        return spec
+
+    def memory_plan(self, spark, spec: ModelSpec, max_batch_tokens: int, rows_tokens: int, kv_cache: bool = True):
+        """The memory plan for this session, logged; raises MemoryPlanError when it does not fit
+        (memoryCheck='error'). Runs on the driver: no model is loaded."""
+        from pipelines.spark.memory_check import check_memory
+
+        return check_memory(spark, spec, max_batch_tokens, self.getWorkerMemoryGB(), self.getMemoryCheck(),
+                            rows_tokens, kv_cache)
