@@ -397,9 +397,15 @@ def test_a_thread_bomb_is_bounded():
 @pytest.mark.parametrize("backend", ["bwrap", "unshare"])
 def test_the_program_runs_unprivileged_in_an_empty_view(backend):
     home = Path.home().resolve()
-    # Home is an empty tmpfs but for the way to the interpreter, when it lives there (pyenv).
-    interpreter_entries = sorted({Path(p).relative_to(home).parts[0] for p in sandbox.isolation.interpreter_dirs()
-                                  if Path(p).is_relative_to(home)})
+    # Home and /tmp are empty tmpfs but for the way to what is bound back: the interpreter (a
+    # pyenv under home, a virtualenv under /tmp) and the harness (a checkout under either).
+    exposed = [Path(p).resolve() for p in (*sandbox.isolation.interpreter_dirs(), str(sandbox.isolation.HARNESS_DIR))]
+
+    def entries_under(root: Path) -> list[str]:
+        return sorted({p.relative_to(root).parts[0] for p in exposed if p != root and p.is_relative_to(root)})
+
+    interpreter_entries = entries_under(home)
+    tmp_entries = sorted({"work", *entries_under(Path("/tmp").resolve())})
     program = f"""
 import os, sys
 status = dict(line.split(':\\t', 1) for line in open('/proc/self/status').read().splitlines() if ':\\t' in line)
@@ -412,7 +418,7 @@ assert status['NoNewPrivs'].strip() == '1'
 assert status['Seccomp'].strip() == '2'
 assert len([p for p in os.listdir('/proc') if p.isdigit()]) <= 3
 assert os.uname().nodename != {platform.node()!r}
-assert os.listdir('/tmp') == [os.getcwd().split('/')[2]]
+assert os.getcwd() == '/tmp/work' and sorted(os.listdir('/tmp')) == {tmp_entries!r}
 assert not os.path.isdir('/run') or os.listdir('/run') == []
 assert sorted(os.listdir({str(home)!r})) == {interpreter_entries!r}
 assert set(os.environ) <= {{'PATH', 'HOME', 'TMPDIR', 'LANG', 'PYTHONDONTWRITEBYTECODE', 'LC_CTYPE', 'PWD'}}

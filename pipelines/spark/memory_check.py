@@ -19,7 +19,7 @@ from pipelines.engine.params import ModelSpec
 
 log = logging.getLogger("pipelines.memory")
 
-_logged: set[str] = set()
+_logged: set = set()
 _UNITS = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}
 
 
@@ -128,9 +128,9 @@ def check_memory(spark, spec: ModelSpec, max_batch_tokens: int = 0, worker_memor
         return None  # GPU memory is planned by the batch planner's OOM halving, not here
     plan, cores, note = session_plan(spark, spec, max_batch_tokens, worker_memory_gb, max_rows_tokens, kv_cache)
     if plan is None:
-        _log_once(f"memory plan for {spec.source}: cannot be checked: {note}")
+        _log_once(spec, f"memory plan for {spec.source}: cannot be checked: {note}")
         return None
-    _log_once(f"memory plan for {spec.source} ({spec.dtype}): {plan.describe()}")
+    _log_once((spec, plan.workers, plan.fits), f"memory plan for {spec.source} ({spec.dtype}): {plan.describe()}")
     if plan.fits:
         return plan
 
@@ -151,7 +151,9 @@ def check_memory(spark, spec: ModelSpec, max_batch_tokens: int = 0, worker_memor
     raise MemoryPlanError(message)
 
 
-def _log_once(message: str) -> None:
-    if message not in _logged:
-        _logged.add(message)
+def _log_once(key, message: str) -> None:
+    """Once per model, settings and outcome: a job checks at start-up and again per shard, and
+    the available memory it reads moves a little each time."""
+    if key not in _logged:
+        _logged.add(key)
         log.info(message)
