@@ -14,7 +14,8 @@ from pipelines.engine.params import ModelSpec
 from pipelines.model_source import DEFAULT_PRETRAINED, engine_for, resolve_model, resolve_pretrained
 
 
-def _param(name, doc, converter):
+def declare_param(name, doc, converter):
+    """A class-level Param of an annotator (pyspark.ml's own way to declare one)."""
     return Param(Params._dummy(), name, doc, typeConverter=converter)
 
 
@@ -34,35 +35,35 @@ class HasModelParams(HasBatchedAnnotate):
         workerMemoryGB=0.0,
     )
 
-    engine = _param(
+    engine = declare_param(
         "engine", "Deep Learning engine used for this model: pytorch, openvino or auto (by the model directory)",
         TypeConverters.toString,
     )
-    maxInputLength = _param(
+    maxInputLength = declare_param(
         "maxInputLength",
         "Most tokens of one text per forward pass: longer prompts keep their last tokens (StarCoderTransformer), "
         "longer documents are scored in strided windows of this many tokens (StarCoderScorer)",
         TypeConverters.toInt,
     )
-    modelSource = _param(
+    modelSource = declare_param(
         "modelSource", "Directory (local, dbfs:/, /Volumes/...) or hub id of the StarCoder2 model", TypeConverters.toString
     )
-    device = _param("device", "Where to run the model: auto, cpu or cuda", TypeConverters.toString)
-    dtype = _param("dtype", "Weights precision: auto, float32, bfloat16, float16 or int8 (CPU)", TypeConverters.toString)
-    numThreads = _param(
+    device = declare_param("device", "Where to run the model: auto, cpu or cuda", TypeConverters.toString)
+    dtype = declare_param("dtype", "Weights precision: auto, float32, bfloat16, float16 or int8 (CPU)", TypeConverters.toString)
+    numThreads = declare_param(
         "numThreads", "Inference threads per task; 0 uses the cores Spark gives each task (spark.task.cpus)", TypeConverters.toInt
     )
-    kvCacheSizeGB = _param(
+    kvCacheSizeGB = declare_param(
         "kvCacheSizeGB",
         "KV cache memory per worker in GiB: openvino allocates it once, pytorch keeps each batch within it",
         TypeConverters.toInt,
     )
-    memoryCheck = _param(
+    memoryCheck = declare_param(
         "memoryCheck",
         "When the model's memory plan does not fit the workers' memory: 'error' (fail before any task) or 'warn'",
         TypeConverters.toString,
     )
-    workerMemoryGB = _param(
+    workerMemoryGB = declare_param(
         "workerMemoryGB",
         "Memory (GiB) the model workers of one executor may use together; 0 reads it from the session",
         TypeConverters.toFloat,

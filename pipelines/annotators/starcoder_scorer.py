@@ -13,20 +13,16 @@ from __future__ import annotations
 
 from pyspark import keyword_only
 from pyspark.ml import Transformer
-from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param import TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
 from pyspark.sql.types import StructField, StructType
 
 from pipelines.annotators.annotation_schema import ANNOTATION_ARRAY_TYPE, DOCUMENT, annotator_metadata
 from pipelines.annotators.annotator_properties import AnnotatorProperties
-from pipelines.annotators.model_params import HasModelParams
+from pipelines.annotators.model_params import HasModelParams, declare_param
 from pipelines.engine.params import InvalidParamError, ModelSpec, ScoringParams, validate_generation_value
 from pipelines.model_source import engine_for
-
-
-def _param(name, doc, converter):
-    return Param(Params._dummy(), name, doc, typeConverter=converter)
 
 
 class StarCoderScorer(
@@ -38,18 +34,18 @@ class StarCoderScorer(
     inputAnnotatorTypes = [DOCUMENT]
     outputAnnotatorType = DOCUMENT
 
-    stride = _param(
+    stride = declare_param(
         "stride",
         "Tokens between the starts of consecutive windows of a document longer than maxInputLength; each token "
         "is scored once with at least maxInputLength - stride tokens of left context. 0: half of maxInputLength",
         TypeConverters.toInt,
     )
-    maxBatchTokens = _param(
+    maxBatchTokens = declare_param(
         "maxBatchTokens",
         "Bound on rows x longest window per forward pass; 0: the model's activation budget only",
         TypeConverters.toInt,
     )
-    onRowError = _param(
+    onRowError = declare_param(
         "onRowError",
         "A row whose scoring fails: 'fail' the task, or 'keep' it with metadata error=<message>",
         TypeConverters.toString,

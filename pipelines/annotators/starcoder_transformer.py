@@ -12,20 +12,16 @@ import random
 
 from pyspark import keyword_only
 from pyspark.ml import Transformer
-from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param import TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
 from pyspark.sql.types import StructField, StructType
 
 from pipelines.annotators.annotation_schema import ANNOTATION_ARRAY_TYPE, DOCUMENT, annotator_metadata
 from pipelines.annotators.annotator_properties import AnnotatorProperties
-from pipelines.annotators.model_params import HasModelParams
+from pipelines.annotators.model_params import HasModelParams, declare_param
 from pipelines.engine.params import GenerationParams, ModelSpec, validate_generation_value
 from pipelines.stop_presets import stop_strings
-
-
-def _param(name, doc, converter):
-    return Param(Params._dummy(), name, doc, typeConverter=converter)
 
 
 class StarCoderTransformer(
@@ -37,56 +33,56 @@ class StarCoderTransformer(
     inputAnnotatorTypes = [DOCUMENT]
     outputAnnotatorType = DOCUMENT
 
-    configProtoBytes = _param(
+    configProtoBytes = declare_param(
         "configProtoBytes",
         "ConfigProto from tensorflow, serialized into byte array (accepted for compatibility; unused)",
         TypeConverters.toListInt,
     )
-    minOutputLength = _param("minOutputLength", "Minimum length of the sequence to be generated", TypeConverters.toInt)
-    maxOutputLength = _param("maxOutputLength", "Maximum length of output text", TypeConverters.toInt)
-    doSample = _param("doSample", "Whether or not to use sampling; use greedy decoding otherwise", TypeConverters.toBoolean)
-    temperature = _param("temperature", "The value used to module the next token probabilities", TypeConverters.toFloat)
-    topK = _param("topK", "The number of highest probability vocabulary tokens to keep for top-k-filtering", TypeConverters.toInt)
-    topP = _param(
+    minOutputLength = declare_param("minOutputLength", "Minimum length of the sequence to be generated", TypeConverters.toInt)
+    maxOutputLength = declare_param("maxOutputLength", "Maximum length of output text", TypeConverters.toInt)
+    doSample = declare_param("doSample", "Whether or not to use sampling; use greedy decoding otherwise", TypeConverters.toBoolean)
+    temperature = declare_param("temperature", "The value used to module the next token probabilities", TypeConverters.toFloat)
+    topK = declare_param("topK", "The number of highest probability vocabulary tokens to keep for top-k-filtering", TypeConverters.toInt)
+    topP = declare_param(
         "topP",
         "If set to float < 1, only the most probable tokens with probabilities that add up to ``top_p`` or higher are kept for generation",
         TypeConverters.toFloat,
     )
-    repetitionPenalty = _param(
+    repetitionPenalty = declare_param(
         "repetitionPenalty", "The parameter for repetition penalty. 1.0 means no penalty.", TypeConverters.toFloat
     )
-    noRepeatNgramSize = _param(
+    noRepeatNgramSize = declare_param(
         "noRepeatNgramSize", "If set to int > 0, all ngrams of that size can only occur once", TypeConverters.toInt
     )
-    ignoreTokenIds = _param(
+    ignoreTokenIds = declare_param(
         "ignoreTokenIds", "A list of token ids which are ignored in the decoder's output", TypeConverters.toListInt
     )
-    stopTokenIds = _param("stopTokenIds", "Token ids that end a generation", TypeConverters.toListInt)
-    randomSeed = _param("randomSeed", "Seed for sampling; outputs are reproducible with the same seed", TypeConverters.toInt)
-    nReturnSequences = _param("nReturnSequences", "Number of sequences to return per prompt", TypeConverters.toInt)
-    stopStrings = _param(
+    stopTokenIds = declare_param("stopTokenIds", "Token ids that end a generation", TypeConverters.toListInt)
+    randomSeed = declare_param("randomSeed", "Seed for sampling; outputs are reproducible with the same seed", TypeConverters.toInt)
+    nReturnSequences = declare_param("nReturnSequences", "Number of sequences to return per prompt", TypeConverters.toInt)
+    stopStrings = declare_param(
         "stopStrings", "Strings that end a generation; the stop string is not returned", TypeConverters.toListString
     )
-    stopPreset = _param(
+    stopPreset = declare_param(
         "stopPreset",
         "Language whose stop strings end a completion (python: a new top-level def/class/if/print/#); '' for none",
         TypeConverters.toString,
     )
-    returnFullText = _param(
+    returnFullText = declare_param(
         "returnFullText", "Return prompt + completion (True, as Spark NLP) or the completion only", TypeConverters.toBoolean
     )
-    outputLogProbs = _param(
+    outputLogProbs = declare_param(
         "outputLogProbs",
         "Add logprob (sum over the generated tokens) and mean_logprob to each generation's metadata, from the "
         "model's own distribution (before temperature, top-k/top-p and penalties)",
         TypeConverters.toBoolean,
     )
-    maxBatchTokens = _param(
+    maxBatchTokens = declare_param(
         "maxBatchTokens",
         "Bound on rows x (longest prompt + maxOutputLength) per forward pass; 0 for none (batchSize only)",
         TypeConverters.toInt,
     )
-    onRowError = _param(
+    onRowError = declare_param(
         "onRowError",
         "A row whose generation fails: 'fail' the task, or 'keep' it with metadata error=<message>",
         TypeConverters.toString,
