@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import gemm_peak_flops, in_fresh_process, spread  # noqa: E402
+from run import PythonWorkerMemory, gemm_peak_flops, in_fresh_process, spread  # noqa: E402
 
 
 def build_3b(dest: Path) -> str:
@@ -78,53 +78,6 @@ def _engine_runs(model_dir, prompts, max_new, batch_size, dtype, threads, repeat
     }, completions
 
 
-class WorkerMemory:
-    """Polls Spark's Python workers: the highest RSS of one worker, and the highest summed PSS
-    (proportional set size: pages shared between workers counted once in all)."""
-
-    def __init__(self, interval: float = 0.5):
-        import threading
-
-        self.peak_rss_mb = 0.0
-        self.peak_pss_total_mb = 0.0
-        self.peak_rss_total_mb = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, args=(interval,), daemon=True)
-
-    @staticmethod
-    def _field(path: Path, key: str) -> float:
-        for line in path.read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
-    def _poll(self, interval):
-        while not self._stop.is_set():
-            pss = rss = 0.0
-            for proc in Path("/proc").iterdir():
-                if not proc.name.isdigit():
-                    continue
-                try:
-                    if b"pyspark" not in (proc / "cmdline").read_bytes():
-                        continue
-                    self.peak_rss_mb = max(self.peak_rss_mb, self._field(proc / "status", "VmHWM"))
-                    rss += self._field(proc / "status", "VmRSS")
-                    pss += self._field(proc / "smaps_rollup", "Pss")
-                except OSError:
-                    continue
-            self.peak_pss_total_mb = max(self.peak_pss_total_mb, pss)
-            self.peak_rss_total_mb = max(self.peak_rss_total_mb, rss)
-            self._stop.wait(interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
 def job_runs(model_dir, table, warmup_table, max_new, batch_size, dtype, task_cpus, repeats, work):
     """The generation job on local[2]: tokens/s (median of `repeats` after a warm-up run)."""
     from pyspark.sql import SparkSession
@@ -149,11 +102,11 @@ def job_runs(model_dir, table, warmup_table, max_new, batch_size, dtype, task_cp
         return summary.completion_tokens / (time.perf_counter() - started)
 
     try:
-        with WorkerMemory() as memory:
+        with PythonWorkerMemory() as memory:
             run(warmup_table, 2)
             rates = [run(table, max_new) for _ in range(repeats)]
         return {"tokens_per_s": round(statistics.median(rates), 3), "runs_tokens_per_s": [round(r, 3) for r in rates],
-                "worker_peak_rss_mb": round(memory.peak_rss_mb),
+                "worker_peak_rss_mb": round(memory.peak_mb),
                 "workers_peak_pss_total_mb": round(memory.peak_pss_total_mb),
                 "workers_peak_rss_total_mb": round(memory.peak_rss_total_mb)}
     finally:

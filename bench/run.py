@@ -133,28 +133,42 @@ def spark_session():
 
 
 class PythonWorkerMemory:
-    """Polls /proc for Spark's Python worker processes and keeps the highest peak RSS (VmHWM) seen."""
+    """Polls /proc for Spark's Python worker processes: the highest peak RSS (VmHWM) of one
+    worker, and the highest summed RSS and PSS of all of them (PSS counts pages the workers
+    share, such as weights mapped from one file, once in all)."""
 
     def __init__(self, interval: float = 0.5):
         import threading
 
         self.peak_mb = 0.0
+        self.peak_rss_total_mb = 0.0
+        self.peak_pss_total_mb = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, args=(interval,), daemon=True)
 
+    @staticmethod
+    def _field_mb(path: Path, key: str) -> float:
+        for line in path.read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
     def _poll(self, interval):
         while not self._stop.is_set():
+            rss = pss = 0.0
             for proc in Path("/proc").iterdir():
                 if not proc.name.isdigit():
                     continue
                 try:
                     if b"pyspark" not in (proc / "cmdline").read_bytes():
                         continue
-                    for line in (proc / "status").read_text().splitlines():
-                        if line.startswith("VmHWM:"):
-                            self.peak_mb = max(self.peak_mb, int(line.split()[1]) / 1024)
+                    self.peak_mb = max(self.peak_mb, self._field_mb(proc / "status", "VmHWM"))
+                    rss += self._field_mb(proc / "status", "VmRSS")
+                    pss += self._field_mb(proc / "smaps_rollup", "Pss")
                 except OSError:
                     continue
+            self.peak_rss_total_mb = max(self.peak_rss_total_mb, rss)
+            self.peak_pss_total_mb = max(self.peak_pss_total_mb, pss)
             self._stop.wait(interval)
 
     def __enter__(self):
