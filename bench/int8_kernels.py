@@ -3,10 +3,11 @@ and, where installed, torchao's int8 configs, side by side in one run.
 
     python bench/int8_kernels.py [--repeats 5]
 
-1. one linear layer of StarCoder2-3B's MLP (3072 -> 12288) at 1, 16, 512 and 4096 rows:
-   GFLOP/s of float32, bfloat16, quantize_dynamic, torchao (if importable) and Int8Linear;
+1. one linear layer of StarCoder2-3B's MLP (3072 -> 12288) at 1 to 4096 rows: GFLOP/s of
+   float32, bfloat16, quantize_dynamic, torchao (if importable) and Int8Linear with each of its
+   kernels (the packed oneDNN weight, and torch._int_mm);
 2. the engine alone on the 111M benchmark model (bench/run.py's), 64 prompts, 32 new tokens:
-   tokens/s with Int8Linear and with quantize_dynamic on the same float32 weights.
+   tokens/s with Int8Linear's two kernels and with quantize_dynamic on the same float32 weights.
 Writes int8_kernels.json into --out.
 """
 
@@ -55,7 +56,8 @@ def layer_gflops(repeats: int) -> dict:
         "float32": linear,
         "bfloat16": torch.nn.Linear(3072, 12288).to(torch.bfloat16),
         "quantize_dynamic (deprecated)": deprecated_dynamic(torch.nn.Sequential(linear)),
-        "Int8Linear": Int8Linear.from_weight(linear.weight.data, linear.bias.data),
+        "Int8Linear (packed)": Int8Linear.from_weight(linear.weight.data, linear.bias.data, packed=True),
+        "Int8Linear (int_mm)": Int8Linear.from_weight(linear.weight.data, linear.bias.data, packed=False),
     }
     try:
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
@@ -68,7 +70,7 @@ def layer_gflops(repeats: int) -> dict:
         pass
     results = {}
     with torch.inference_mode():
-        for rows in (1, 16, 512, 4096):
+        for rows in (1, 4, 16, 64, 512, 4096):
             x = torch.randn(rows, 3072)
             flops = 2 * rows * 3072 * 12288
             results[rows] = {}
@@ -84,12 +86,20 @@ def engine_tokens_per_s(model_dir: str, prompts: list[str], repeats: int) -> dic
     from pipelines.engine.engine import GenerationEngine
     from pipelines.engine.params import GenerationParams, ModelSpec
 
+    from pipelines.engine import int8_linear
+
     params = GenerationParams(max_output_length=32)
     results = {}
-    for name in ("Int8Linear", "quantize_dynamic (deprecated)"):
-        dtype = "int8" if name == "Int8Linear" else "float32"
-        engine = GenerationEngine.load(ModelSpec(source=model_dir, dtype=dtype, device="cpu"))
-        if name != "Int8Linear":
+    for name in ("Int8Linear (packed)", "Int8Linear (int_mm)", "quantize_dynamic (deprecated)"):
+        dtype = "float32" if name.startswith("quantize_dynamic") else "int8"
+        kernel_available = int8_linear.packed_kernel_available
+        if name == "Int8Linear (int_mm)":  # the fallback kernel, as on a build without oneDNN's op
+            int8_linear.packed_kernel_available = lambda: False
+        try:
+            engine = GenerationEngine.load(ModelSpec(source=model_dir, dtype=dtype, device="cpu"))
+        finally:
+            int8_linear.packed_kernel_available = kernel_available
+        if dtype == "float32":
             engine.decoder.model = deprecated_dynamic(engine.decoder.model)
         torch.manual_seed(0)
         rates = []

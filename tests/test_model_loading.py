@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pipelines.engine.checkpoint import CheckpointError, read_header, summarize_checkpoint
-from pipelines.engine.int8_linear import Int8Linear
+from pipelines.engine.int8_linear import Int8Linear, packed_kernel_available
 from pipelines.engine.model_loader import load_model
 from pipelines.engine.params import ModelSpec
 
@@ -95,18 +95,40 @@ def test_every_precision_loads_the_same_weights(linear_heavy_dirs):
         assert torch.nn.functional.cosine_similarity(int8_logits.flatten(), ref_logits.flatten(), dim=0) > 0.99
 
 
+KERNELS = [pytest.param(True, id="packed", marks=pytest.mark.skipif(
+               not packed_kernel_available(), reason="PyTorch built without oneDNN's quantised linear")),
+           pytest.param(False, id="int_mm")]
+
+
+@pytest.mark.parametrize("packed", KERNELS)
 @pytest.mark.parametrize("rows", [1, 3, 16, 65])
-def test_int8_linear_matches_float32_within_quantisation_error(rows):
+def test_int8_linear_matches_float32_within_quantisation_error(rows, packed):
     torch.manual_seed(rows)
     linear = torch.nn.Linear(96, 40)
     x = torch.randn(2, rows, 96)
-    quantised = Int8Linear.from_weight(linear.weight.data, linear.bias.data)
+    quantised = Int8Linear.from_weight(linear.weight.data, linear.bias.data, packed=packed)
     with torch.no_grad():
         expected = linear(x)
         got = quantised(x)
     assert got.shape == expected.shape
     # Per-row int8 of weights and activations: error a small fraction of the output's scale.
     assert (got - expected).abs().max() < 0.02 * expected.abs().max()
+
+
+@pytest.mark.skipif(not packed_kernel_available(), reason="PyTorch built without oneDNN's quantised linear")
+def test_int8_kernels_agree_and_a_row_does_not_depend_on_its_batch():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(256, 320)
+    x = torch.randn(33, 256) * torch.logspace(-2, 2, 33)[:, None]  # rows of very different scales
+    packed = Int8Linear.from_weight(linear.weight.data, linear.bias.data, packed=True)
+    plain = Int8Linear.from_weight(linear.weight.data, linear.bias.data, packed=False)
+    with torch.no_grad():
+        both = packed(x)
+        # The same integers either way: only float rounding of the scaling differs.
+        torch.testing.assert_close(both, plain(x), rtol=1e-5, atol=1e-5)
+        # Activation scales are per row: a row alone gives what it gives inside the batch.
+        for row in (0, 16, 32):
+            torch.testing.assert_close(packed(x[row:row + 1]), both[row:row + 1], rtol=1e-5, atol=1e-6)
 
 
 def test_int8_loading_uses_no_deprecated_api(tiny_model_dir):
