@@ -99,7 +99,7 @@ class ScoringSettings:
     max_input_length: int = 4096  # window: longer documents are scored in strided windows of this many tokens
     stride: int = 0  # tokens between window starts; 0: half the window
     batch_size: int = 8  # windows per forward pass
-    max_batch_tokens: int = 0  # bound on rows x longest window per forward pass; 0: the activation budget only
+    max_batch_tokens: int = 0  # bound on rows x longest window per forward pass; 0: 1,024 on CPU, else the activation budget
 
     def params(self) -> ScoringParams:
         return ScoringParams(**dataclasses.asdict(self))

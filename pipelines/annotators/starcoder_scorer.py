@@ -42,7 +42,7 @@ class StarCoderScorer(
     )
     maxBatchTokens = declare_param(
         "maxBatchTokens",
-        "Bound on rows x longest window per forward pass; 0: the model's activation budget only",
+        "Bound on rows x longest window per forward pass; 0: 1,024 on the CPU, the model's activation budget on a GPU",
         TypeConverters.toInt,
     )
     onRowError = declare_param(
