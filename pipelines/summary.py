@@ -19,8 +19,31 @@ def render_table(rows: list[tuple[str, str]]) -> str:
     return "\n".join([line, *body, line])
 
 
+class _JobSummary:
+    """What both jobs' summaries do: the console table around their own rows, and the JSON file."""
+
+    def _rows(self) -> list[tuple[str, str]]:
+        raise NotImplementedError
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    def table(self) -> str:
+        return render_table([
+            ("rows in / out", f"{self.rows_in} / {self.rows_out}"),
+            ("rows with errors", str(self.rows_with_errors)),
+            *self._rows(),
+            ("model", self.model),
+            ("spark master", self.master),
+            ("output", self.output),
+        ])
+
+    def write(self, fs, path: str) -> None:
+        fs.write_text(path, self.to_json() + "\n")
+
+
 @dataclass
-class Summary:
+class Summary(_JobSummary):
     rows_in: int
     rows_out: int
     rows_with_errors: int
@@ -40,13 +63,8 @@ class Summary:
     # Fill-in-the-middle runs with a true middle: {language: {rows, exact_match, edit_similarity}}
     fim_scores: dict = field(default_factory=dict)
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-    def table(self) -> str:
+    def _rows(self) -> list[tuple[str, str]]:
         rows = [
-            ("rows in / out", f"{self.rows_in} / {self.rows_out}"),
-            ("rows with errors", str(self.rows_with_errors)),
             ("prompt tokens", f"{self.prompt_tokens:,}"),
             ("completion tokens", f"{self.completion_tokens:,}"),
             ("generated this run", f"{self.completion_tokens_this_run:,} tokens in {self.shards_written_this_run}"
@@ -54,17 +72,11 @@ class Summary:
             ("tokens/s", f"{self.tokens_per_second:,.1f}"),
             ("wall time", f"{self.wall_seconds:.1f}s (generation {self.generation_seconds:.1f}s)"),
             ("finish reasons", ", ".join(f"{k}={v}" for k, v in sorted(self.finish_reasons.items()))),
-            ("model", self.model),
-            ("spark master", self.master),
-            ("output", self.output),
         ]
         for language, score in sorted(self.fim_scores.items()):
             rows.append((f"FIM {language}", f"exact match {score['exact_match']:.3f}, edit similarity "
                                             f"{score['edit_similarity']:.3f} ({score['rows']} rows)"))
-        return render_table(rows)
-
-    def write(self, fs, path: str) -> None:
-        fs.write_text(path, self.to_json() + "\n")
+        return rows
 
 
 def summarize(written: DataFrame, config: JobConfig, *, rows_in, shards_written, generation_seconds, seconds,
@@ -118,7 +130,7 @@ PERPLEXITY_QUANTILES = {"min": 0.0, "p01": 0.01, "p10": 0.1, "p25": 0.25, "p50":
 
 
 @dataclass
-class ScoringSummary:
+class ScoringSummary(_JobSummary):
     rows_in: int
     rows_out: int
     rows_with_errors: int
@@ -138,14 +150,9 @@ class ScoringSummary:
     output: str
     params: dict = field(default_factory=dict)
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-    def table(self) -> str:
+    def _rows(self) -> list[tuple[str, str]]:
         q = self.perplexity_quantiles
-        rows = [
-            ("rows in / out", f"{self.rows_in} / {self.rows_out}"),
-            ("rows with errors", str(self.rows_with_errors)),
+        return [
             ("rows without perplexity", f"{self.rows_without_perplexity} (fewer than 2 tokens, or an error)"),
             ("tokens", f"{self.tokens:,}"),
             ("scored this run", f"{self.tokens_this_run:,} tokens in {self.shards_written_this_run}"
@@ -154,14 +161,7 @@ class ScoringSummary:
             ("wall time", f"{self.wall_seconds:.1f}s (scoring {self.scoring_seconds:.1f}s)"),
             ("corpus perplexity", "none" if self.corpus_perplexity is None else f"{self.corpus_perplexity:.3f}"),
             ("perplexity quantiles", ", ".join(f"{k} {v:.3f}" for k, v in q.items()) if q else "none"),
-            ("model", self.model),
-            ("spark master", self.master),
-            ("output", self.output),
         ]
-        return render_table(rows)
-
-    def write(self, fs, path: str) -> None:
-        fs.write_text(path, self.to_json() + "\n")
 
 
 def summarize_scores(written: DataFrame, config: JobConfig, *, rows_in, shards_written, scoring_seconds, seconds,

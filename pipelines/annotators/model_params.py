@@ -171,3 +171,25 @@ class HasModelParams(HasBatchedAnnotate):
 
         return check_memory(spark, spec, max_batch_tokens, self.getWorkerMemoryGB(), self.getMemoryCheck(),
                             rows_tokens, kv_cache)
+
+    def map_partitions(self, dataset, make_runner):
+        """The driver's part of `_transform`, the same for every model annotator: check the input
+        columns, the model, the workers' Python and the memory plan before any task, then run
+        `make_runner(spec, memory_plan_text)` (a picklable callable over Arrow batches) on every
+        partition, appending the output column of annotations."""
+        from pyspark.sql.types import StructField, StructType
+
+        from pipelines.annotators.annotation_schema import ANNOTATION_ARRAY_TYPE, annotator_metadata
+        from pipelines.spark.worker_failures import check_worker_python, enable_crash_reports
+
+        self.check_input_columns(dataset.schema)
+        spec = self.model_spec()
+        spark = dataset.sparkSession
+        check_worker_python(spark)
+        plan = self.check_memory(spark, spec)
+        enable_crash_reports(spark)
+        out_col = self.getOutputCol()
+        fields = [f for f in dataset.schema.fields if f.name != out_col]
+        out_schema = StructType(fields + [StructField(out_col, ANNOTATION_ARRAY_TYPE, True)])
+        result = dataset.mapInArrow(make_runner(spec, plan.describe() if plan is not None else ""), out_schema)
+        return result.withColumn(out_col, result[out_col].alias(out_col, metadata=annotator_metadata(self.outputAnnotatorType)))

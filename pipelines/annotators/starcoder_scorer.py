@@ -16,9 +16,8 @@ from pyspark.ml import Transformer
 from pyspark.ml.param import TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
-from pyspark.sql.types import StructField, StructType
 
-from pipelines.annotators.annotation_schema import ANNOTATION_ARRAY_TYPE, DOCUMENT, annotator_metadata
+from pipelines.annotators.annotation_schema import DOCUMENT
 from pipelines.annotators.annotator_properties import AnnotatorProperties
 from pipelines.annotators.model_params import HasModelParams, declare_param
 from pipelines.engine.params import InvalidParamError, ModelSpec, ScoringParams, validate_generation_value
@@ -120,25 +119,13 @@ class StarCoderScorer(
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         from pipelines.spark.partition_scoring import PartitionScorer
-        from pipelines.spark.worker_failures import check_worker_python, enable_crash_reports
 
-        self.check_input_columns(dataset.schema)
         params = self.scoring_params()  # invalid combinations fail here, before any task
-        spec = self.model_spec()
-        spark = dataset.sparkSession
-        check_worker_python(spark)
-        plan = self.check_memory(spark, spec)
-        enable_crash_reports(spark)
-        out_col = self.getOutputCol()
-        fields = [f for f in dataset.schema.fields if f.name != out_col]
-        out_schema = StructType(fields + [StructField(out_col, ANNOTATION_ARRAY_TYPE, True)])
-        scorer = PartitionScorer(
+        return self.map_partitions(dataset, lambda spec, memory_plan: PartitionScorer(
             input_cols=self.getInputCols(),
-            output_col=out_col,
+            output_col=self.getOutputCol(),
             model=spec,
             params=params,
             on_row_error=self.getOnRowError(),
-            memory_plan=plan.describe() if plan is not None else "",
-        )
-        result = dataset.mapInArrow(scorer, out_schema)
-        return result.withColumn(out_col, result[out_col].alias(out_col, metadata=annotator_metadata(DOCUMENT)))
+            memory_plan=memory_plan,
+        ))
