@@ -8,7 +8,6 @@ so before a model is loaded or anything is written.
 from __future__ import annotations
 
 import hashlib
-import time
 
 from pyspark.ml import Pipeline
 from pyspark.sql import DataFrame, SparkSession
@@ -18,10 +17,7 @@ from pipelines.annotators.document_assembler import DocumentAssembler
 from pipelines.annotators.starcoder_transformer import StarCoderTransformer
 from pipelines.config import JobConfig
 from pipelines.fim import fim_prompt_column
-from pipelines.input_table import check_ids, read_input
-from pipelines.model_source import resolve_model
-from pipelines.sharded_job import run_in_shards
-from pipelines.spark.worker_failures import check_worker_python
+from pipelines.sharded_job import run_model_job
 from pipelines.summary import Summary, summarize
 
 DOCUMENT_COL = "document"
@@ -134,21 +130,6 @@ def manifest(config: JobConfig, model_path: str) -> dict:
 
 
 def run(spark: SparkSession, config: JobConfig) -> Summary:
-    started = time.time()
-    df = read_input(spark, config.input)
-    check_ids(df, config.input.id_col)
-    model_path = resolve_model(config.model.source, config.model.dtype).path
-    # Before anything is written: the model must fit the workers' memory (or memory_check: warn).
-    starcoder = build_pipeline(config, model_path).getStages()[-1]
-    plan = starcoder.check_memory(spark)
-    check_worker_python(spark)
-    done = run_in_shards(spark, config, df, manifest(config, model_path), plan.describe() if plan is not None else "",
-                         lambda shard_rows: generations(shard_rows, config, model_path))
-    summary = summarize(
-        done.written, config, rows_in=done.rows_in, shards_written=done.shards_written,
-        generation_seconds=done.model_seconds, seconds=time.time() - started, master=spark.sparkContext.master,
-        model_path=model_path,
-    )
-    summary.write(done.output.fs, f"{done.output.path}/_summary.json")
-    return summary
+    return run_model_job(spark, config, build_pipeline=build_pipeline, manifest=manifest, transform=generations,
+                         summarize=summarize)
 

@@ -8,7 +8,6 @@ checks, the sharded commits and resume of the generation job, and the scoring su
 from __future__ import annotations
 
 import hashlib
-import time
 
 from pyspark.ml import Pipeline
 from pyspark.sql import DataFrame, SparkSession
@@ -17,10 +16,7 @@ from pyspark.sql import functions as F
 from pipelines.annotators.document_assembler import DocumentAssembler
 from pipelines.annotators.starcoder_scorer import StarCoderScorer
 from pipelines.config import ConfigError, JobConfig
-from pipelines.input_table import check_ids, read_input
-from pipelines.model_source import resolve_model
-from pipelines.sharded_job import run_in_shards
-from pipelines.spark.worker_failures import check_worker_python
+from pipelines.sharded_job import run_model_job
 from pipelines.summary import ScoringSummary, summarize_scores
 
 DOCUMENT_COL = "document"
@@ -100,21 +96,6 @@ def check_scoring_input(config: JobConfig) -> None:
 
 
 def run(spark: SparkSession, config: JobConfig) -> ScoringSummary:
-    started = time.time()
     check_scoring_input(config)
-    df = read_input(spark, config.input)
-    check_ids(df, config.input.id_col)
-    model_path = resolve_model(config.model.source, config.model.dtype).path
-    # Before anything is written: the engine can score, and the model fits the workers' memory.
-    scorer = build_pipeline(config, model_path).getStages()[-1]
-    plan = scorer.check_memory(spark)
-    check_worker_python(spark)
-    done = run_in_shards(spark, config, df, manifest(config, model_path), plan.describe() if plan is not None else "",
-                         lambda shard_rows: scores(shard_rows, config, model_path))
-    summary = summarize_scores(
-        done.written, config, rows_in=done.rows_in, shards_written=done.shards_written,
-        scoring_seconds=done.model_seconds, seconds=time.time() - started, master=spark.sparkContext.master,
-        model_path=model_path,
-    )
-    summary.write(done.output.fs, f"{done.output.path}/_summary.json")
-    return summary
+    return run_model_job(spark, config, build_pipeline=build_pipeline, manifest=manifest, transform=scores,
+                         summarize=summarize_scores)

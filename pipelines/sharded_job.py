@@ -16,8 +16,10 @@ from typing import Callable
 from pyspark.sql import DataFrame, SparkSession
 
 from pipelines.config import JobConfig
+from pipelines.input_table import check_ids, read_input
+from pipelines.model_source import resolve_model
 from pipelines.sharded_output import ShardedOutput, shard_of
-from pipelines.spark.worker_failures import WorkerCrashError, explain_failure
+from pipelines.spark.worker_failures import WorkerCrashError, check_worker_python, explain_failure
 
 log = logging.getLogger("pipelines.job")
 
@@ -67,3 +69,27 @@ def run_in_shards(spark: SparkSession, config: JobConfig, df: DataFrame, manifes
         )
     output.commit()
     return ShardedRun(output, written, rows_in, pending, model_seconds)
+
+
+def run_model_job(spark: SparkSession, config: JobConfig, *, build_pipeline, manifest, transform, summarize):
+    """A batch job that runs a model over the input table, shard by shard: read and check the
+    input, resolve the model, check the model stage's settings and memory plan and the workers'
+    Python before anything is written, run the shards, then summarize the committed output
+    into `_summary.json`. Returns the summary."""
+    started = time.time()
+    df = read_input(spark, config.input)
+    check_ids(df, config.input.id_col)
+    model_path = resolve_model(config.model.source, config.model.dtype).path
+    # Before anything is written: the model stage accepts its settings, and the model fits the
+    # workers' memory (or memory_check: warn).
+    plan = build_pipeline(config, model_path).getStages()[-1].check_memory(spark)
+    check_worker_python(spark)
+    done = run_in_shards(spark, config, df, manifest(config, model_path), plan.describe() if plan is not None else "",
+                         lambda shard_rows: transform(shard_rows, config, model_path))
+    summary = summarize(
+        done.written, config, rows_in=done.rows_in, shards_written=done.shards_written,
+        model_seconds=done.model_seconds, seconds=time.time() - started, master=spark.sparkContext.master,
+        model_path=model_path,
+    )
+    summary.write(done.output.fs, f"{done.output.path}/_summary.json")
+    return summary

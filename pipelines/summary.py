@@ -79,7 +79,7 @@ class Summary(_JobSummary):
         return rows
 
 
-def summarize(written: DataFrame, config: JobConfig, *, rows_in, shards_written, generation_seconds, seconds,
+def summarize(written: DataFrame, config: JobConfig, *, rows_in, shards_written, model_seconds, seconds,
               master, model_path) -> Summary:
     from pipelines.sharded_output import SHARD_COL
 
@@ -112,9 +112,9 @@ def summarize(written: DataFrame, config: JobConfig, *, rows_in, shards_written,
         completion_tokens_this_run=int(totals["this_run"]),
         shards_written_this_run=len(shards_written),
         shards_total=config.output.shards,
-        generation_seconds=round(generation_seconds, 2),
+        generation_seconds=round(model_seconds, 2),
         wall_seconds=round(seconds, 2),
-        tokens_per_second=round(totals["this_run"] / generation_seconds, 2) if generation_seconds > 0 else 0.0,
+        tokens_per_second=round(totals["this_run"] / model_seconds, 2) if model_seconds > 0 else 0.0,
         finish_reasons=reasons,
         model=model_path,
         master=master,
@@ -164,7 +164,7 @@ class ScoringSummary(_JobSummary):
         ]
 
 
-def summarize_scores(written: DataFrame, config: JobConfig, *, rows_in, shards_written, scoring_seconds, seconds,
+def summarize_scores(written: DataFrame, config: JobConfig, *, rows_in, shards_written, model_seconds, seconds,
                      master, model_path) -> ScoringSummary:
     import math
 
@@ -195,9 +195,9 @@ def summarize_scores(written: DataFrame, config: JobConfig, *, rows_in, shards_w
         tokens_this_run=int(totals["this_run"]),
         shards_written_this_run=len(shards_written),
         shards_total=config.output.shards,
-        scoring_seconds=round(scoring_seconds, 2),
+        scoring_seconds=round(model_seconds, 2),
         wall_seconds=round(seconds, 2),
-        tokens_per_second=round(totals["this_run"] / scoring_seconds, 2) if scoring_seconds > 0 else 0.0,
+        tokens_per_second=round(totals["this_run"] / model_seconds, 2) if model_seconds > 0 else 0.0,
         corpus_perplexity=round(corpus, 4) if corpus is not None else None,
         perplexity_quantiles=quantiles,
         model=model_path,
