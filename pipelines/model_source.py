@@ -1,4 +1,5 @@
-"""Where a model comes from: Spark NLP model names, hub ids, local and DBFS directories.
+"""Where a model comes from: Spark NLP model names, hub ids, local and DBFS directories, GGUF
+files and Ollama's model store.
 
 Resolution happens on the driver before any task starts, so that a wrong name or an
 unreachable hub fails the job at once with a message that says what to do instead.
@@ -10,6 +11,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipelines.gguf_file import GgufFileError, is_gguf_file, read_gguf_model
+from pipelines.model_families import UnsupportedModelError, family_for, standard_config
 
 # Spark NLP's published StarCoder2 names -> the weights they were exported from.
 # Spark NLP ships these as OpenVINO/ONNX int8/int4 exports; here the same weights run in
@@ -24,7 +28,6 @@ PRETRAINED_MODELS = {
 }
 DEFAULT_PRETRAINED = "starcoder2_3b_int4"  # Spark NLP's Python default
 
-SUPPORTED_MODEL_TYPES = ("starcoder2",)
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 OPENVINO_MODEL_FILES = ("openvino_model.xml", "openvino_model.bin")  # an OpenVINO IR export
 PICKLE_WEIGHT_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.ckpt", "tf_model.h5")
@@ -37,7 +40,9 @@ class ModelSourceError(ValueError):
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    path: str  # a local directory holding config.json, safetensors weights and tokenizer.json
+    # a local directory holding config.json, weights (safetensors or an OpenVINO export) and
+    # tokenizer.json, or a GGUF file (an Ollama model resolves to its GGUF blob)
+    path: str
     dtype: str = "auto"
 
 
@@ -57,6 +62,7 @@ def looks_like_hub_id(location: str) -> bool:
         and all(parts)
         and not location.startswith((".", "/", "~"))
         and ":" not in location
+        and not location.endswith(".gguf")
         and not Path(location).exists()
     )
 
@@ -74,6 +80,13 @@ def has_safetensors(path: str | Path) -> bool:
 def engine_for(source: str, engine: str = "auto") -> str:
     """The engine a model directory runs with: `engine`, or by what the directory holds
     (pytorch when it has safetensors weights, openvino when it has only an OpenVINO export)."""
+    if is_gguf_file(source):
+        if engine == "openvino":
+            raise ModelSourceError(
+                f"engine 'openvino' runs OpenVINO exports; {source} is a GGUF file, which runs on engine "
+                "'pytorch' (or 'auto')"
+            )
+        return "pytorch"
     if engine == "openvino" and not is_openvino_dir(source):
         raise ModelSourceError(
             f"engine 'openvino' needs an OpenVINO export in {source} (openvino_model.xml); "
@@ -90,17 +103,19 @@ def engine_for(source: str, engine: str = "auto") -> str:
 
 
 def validate_model_dir(path: str | Path) -> Path:
-    """Check that a directory is a StarCoder2 causal LM with a tokenizer and safetensors weights
-    or an OpenVINO IR export."""
+    """Check that a directory is a causal LM of a family the engine drives, with a tokenizer and
+    safetensors weights or an OpenVINO IR export."""
     d = Path(path)
     if not d.exists():
         raise ModelSourceError(
             f"model directory {d} does not exist. Point loadSavedModel / model.source at a local, "
             "DBFS (dbfs:/... or /dbfs/...) or Unity Catalog volume directory holding a Hugging Face "
-            "StarCoder2 model (config.json, *.safetensors, tokenizer.json)"
+            "model (config.json, *.safetensors, tokenizer.json), a .gguf file, or ollama:NAME[:TAG]"
         )
     if not d.is_dir():
-        raise ModelSourceError(f"model path {d} is a file; expected a Hugging Face model directory")
+        raise ModelSourceError(
+            f"model path {d} is a file but not a GGUF model; expected a Hugging Face model directory or a .gguf file"
+        )
     config_path = d / "config.json"
     if not config_path.is_file():
         raise ModelSourceError(f"{d} has no config.json: it is not a Hugging Face model directory")
@@ -108,11 +123,14 @@ def validate_model_dir(path: str | Path) -> Path:
         config = json.loads(config_path.read_text())
     except json.JSONDecodeError as e:
         raise ModelSourceError(f"{config_path} is not valid JSON: {e}") from e
-    model_type = config.get("model_type")
-    if model_type not in SUPPORTED_MODEL_TYPES:
+    try:
+        family_for(config.get("model_type"), str(config_path))
+    except UnsupportedModelError as e:
+        raise ModelSourceError(str(e)) from e
+    if config.get("auto_map"):
         raise ModelSourceError(
-            f"{config_path}: model_type is {model_type!r}; this pipeline runs StarCoder2 causal "
-            f"language models (model_type {SUPPORTED_MODEL_TYPES[0]!r})"
+            f"{config_path} names its own model code (auto_map), which would run with trust_remote_code and is "
+            "refused; use a model whose architecture transformers ships"
         )
     if not has_safetensors(d) and not is_openvino_dir(d):
         pickles = [f for f in PICKLE_WEIGHT_FILES if (d / f).exists()]
@@ -128,10 +146,32 @@ def validate_model_dir(path: str | Path) -> Path:
         )
     if not (d / "tokenizer.json").is_file():
         raise ModelSourceError(
-            f"{d} has no tokenizer.json; copy the StarCoder2 tokenizer files next to the weights "
-            "(pipelines/assets/starcoder2-tokenizer holds them)"
+            f"{d} has no tokenizer.json; copy the model's tokenizer files next to the weights "
+            "(pipelines/assets/starcoder2-tokenizer holds StarCoder2's)"
         )
     return d
+
+
+def validate_gguf(path: str | Path, named_as: str | None = None) -> Path:
+    """Check that a GGUF file is a whole model file of a family the engine drives."""
+    try:
+        read_gguf_model(str(path))
+    except (GgufFileError, UnsupportedModelError) as e:
+        raise ModelSourceError(f"{named_as}: {e}" if named_as else str(e)) from e
+    return Path(path)
+
+
+def validate_model_source(path: str | Path) -> Path:
+    """A resolved local model: a GGUF file or a model directory, checked."""
+    return validate_gguf(path) if is_gguf_file(path) or str(path).endswith(".gguf") else validate_model_dir(path)
+
+
+def model_config(source: str | Path) -> dict:
+    """The model's config as a dict (config.json, or what a GGUF file's keys say), with the
+    sizes under the standard names (model_families.standard_config)."""
+    if is_gguf_file(source):
+        return standard_config(read_gguf_model(str(source)).config)
+    return standard_config(json.loads((Path(source) / "config.json").read_text()))
 
 
 def download_from_hub(repo_id: str) -> str:
@@ -150,11 +190,16 @@ def download_from_hub(repo_id: str) -> str:
 
 
 def resolve_model(location: str, dtype: str = "auto") -> ResolvedModel:
-    """Turn a directory, DBFS path or hub id into a validated local model directory."""
+    """Turn a directory, DBFS/volume path, GGUF file, ollama:NAME[:TAG] or hub id into a
+    validated local model directory or GGUF file."""
+    from pipelines.ollama_store import is_ollama_name, resolve_ollama_model
+
+    if is_ollama_name(location):
+        return ResolvedModel(path=str(validate_gguf(resolve_ollama_model(location), named_as=location)), dtype=dtype)
     local = to_local_path(location)
     if looks_like_hub_id(local):
         local = download_from_hub(local)
-    return ResolvedModel(path=str(validate_model_dir(local)), dtype=dtype)
+    return ResolvedModel(path=str(validate_model_source(local)), dtype=dtype)
 
 
 def resolve_pretrained(name: str, lang: str = "en", remote_loc: str | None = None) -> ResolvedModel:

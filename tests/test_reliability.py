@@ -109,8 +109,8 @@ def test_unwritable_output_path_fails_before_generating(spark, tiny_model_dir, t
 def test_bad_model_directory_fails_before_any_output(spark, tmp_path):
     src = write_table(spark, tmp_path / "in", [("a", "x = 1")])
     (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    with pytest.raises(ValueError, match="model_type is 'llama'"):
+    (tmp_path / "model" / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    with pytest.raises(ValueError, match="model_type 't5' is an encoder-decoder model"):
         generation_job.run(spark, job(src, tmp_path / "out", tmp_path / "model"))
     assert not (tmp_path / "out").exists()
 

@@ -24,7 +24,7 @@ def reference_cases():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return CodeTokenizer(BUNDLED_TOKENIZER_DIR / "tokenizer.json")
+    return CodeTokenizer.from_file(BUNDLED_TOKENIZER_DIR / "tokenizer.json")
 
 
 @pytest.mark.parametrize("text,expected", reference_cases())

@@ -127,12 +127,14 @@ class HasModelParams(HasBatchedAnnotate):
     # --- loading ------------------------------------------------------------------------------
     @classmethod
     def loadSavedModel(cls, folder, spark_session=None, use_openvino=False):
-        """An annotator for a Hugging Face StarCoder2 directory (local, dbfs:/ or a volume).
+        """An annotator for a model: a Hugging Face directory or a .gguf file (local, dbfs:/ or a
+        volume), or ollama:NAME[:TAG] from the local Ollama store.
 
-        The directory is checked here, on the driver: config.json of a StarCoder2 model,
-        safetensors weights or an OpenVINO export, and tokenizer.json. Tasks load the model from
-        the same path. A directory holding only an OpenVINO export (scripts/export_openvino.sh),
-        or use_openvino=True, runs on OpenVINO; otherwise on PyTorch.
+        The model is checked here, on the driver: a directory's config.json (a family of
+        model_families.FAMILIES), safetensors weights or an OpenVINO export, and tokenizer.json;
+        a GGUF file's header (architecture, tensor types, whole file). Tasks load the model from
+        the path it resolved to. A directory holding only an OpenVINO export
+        (scripts/export_openvino.sh), or use_openvino=True, runs on OpenVINO; otherwise on PyTorch.
         """
         resolved = resolve_model(folder)
         engine = "openvino" if use_openvino else engine_for(resolved.path)

@@ -123,6 +123,24 @@ def summarize_checkpoint(model_dir: str | Path) -> CheckpointSummary:
     )
 
 
+def summarize_model(source: str | Path) -> CheckpointSummary:
+    """The summary of a model directory's safetensors, or of a GGUF file's tensors. A GGUF model
+    is dequantised into fresh memory, so its stored_dtype is the GGML type (Q8_0, F16, ...),
+    never a compute dtype: its weights are never shared between workers."""
+    from pipelines.gguf_file import is_gguf_file, read_gguf_model
+
+    if not is_gguf_file(source):
+        return summarize_checkpoint(source)
+    gguf = read_gguf_model(source)
+    return CheckpointSummary(
+        parameters=gguf.parameters,
+        stored_dtype=gguf.main_tensor_type,
+        stored_bytes=gguf.path.stat().st_size,
+        linear_parameters=gguf.linear_parameters,
+        tied_head_parameters=0 if gguf.has_output_tensor else gguf.embedding_parameters,
+    )
+
+
 # Embedding tables are looked up, not multiplied: int8 leaves them in float32.
 _EMBEDDING = re.compile(r"(embed_tokens|wte|wpe|word_embeddings|embeddings)\.weight$")
 

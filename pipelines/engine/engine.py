@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pipelines import faults
 from pipelines.engine.params import GenerationParams, InvalidParamError, ModelSpec
-from pipelines.engine.tokenizer import FILE_SEP, FIM_MIDDLE, FIM_PAD, FIM_PREFIX, FIM_SUFFIX, REPO_NAME, CodeTokenizer
+from pipelines.engine.tokenizer import CodeTokenizer
 from pipelines.model_source import engine_for
 
 FINISH_EMPTY = "empty_input"
@@ -90,16 +90,19 @@ class GenerationEngine:
     def __init__(self, decoder, tokenizer: CodeTokenizer):
         self.decoder = decoder
         self.tokenizer = tokenizer
-        self.fim_middle_id = tokenizer.token_id(FIM_MIDDLE)
+        fim = tokenizer.fim  # None: the vocabulary has no FIM tokens, and no prompt is a FIM prompt
+        self.fim_middle_id = tokenizer.token_id(fim.middle_token) if fim else None
         # A FIM middle ends at end-of-text (always a stop) or at any of these: the model has
         # moved on to another file or another FIM segment.
         self.fim_stop_ids = frozenset(
-            tokenizer.token_id(t) for t in (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD, FILE_SEP, REPO_NAME)
+            tokenizer.token_id(t) for t in (fim.stop_tokens if fim else ()) if tokenizer.has_token(t)
         )
+        # A model with several end-of-sequence ids ends every row at the others too.
+        self.extra_end_ids = tokenizer.extra_eos_ids
 
     @classmethod
     def load(cls, spec: ModelSpec) -> "GenerationEngine":
-        tokenizer = CodeTokenizer.from_dir(spec.source)
+        tokenizer = CodeTokenizer.for_model(spec.source)
         if engine_for(spec.source, spec.engine) == "openvino":
             from pipelines.engine.openvino_decoder import OpenVINODecoder
 
@@ -146,7 +149,7 @@ class GenerationEngine:
                     if encoded[p] and same_as[p] == p]
         requests.sort(key=lambda r: len(encoded[r[0]]))
         stop = StopStrings(self.tokenizer, params.stop_strings) if params.stop_strings else None
-        is_fim = [bool(ids) and ids[-1] == self.fim_middle_id for ids in encoded]
+        is_fim = [self.fim_middle_id is not None and bool(ids) and ids[-1] == self.fim_middle_id for ids in encoded]
         seeds = {
             r: sequence_seed(params.random_seed, prompts[r[0]], r[1]) if params.do_sample else None
             for r in requests
@@ -163,7 +166,7 @@ class GenerationEngine:
             batch = requests[start:end]
             for p, _ in batch:
                 faults.check_prompt(prompts[p])
-            row_stops = [self.fim_stop_ids if is_fim[p] else frozenset() for p, _ in batch]
+            row_stops = [self.extra_end_ids | self.fim_stop_ids if is_fim[p] else self.extra_end_ids for p, _ in batch]
             results = self.decoder.generate(
                 [encoded[p] for p, _ in batch], params, [seeds[r] for r in batch], stop, row_stops
             )

@@ -1,9 +1,10 @@
-"""Convert a vocab-only StarCoder2 GGUF file into a Hugging Face `tokenizer.json`.
+"""Turn a GGUF file's vocabulary into a Hugging Face tokenizer (and `tokenizer.json`).
 
-StarCoder2's tokenizer is a byte-level BPE whose pre-tokenizer first splits every digit
-on its own, then applies the GPT-2 byte-level regex. The GGUF file carries the vocabulary,
-the merge list and which ids are control (special) tokens; this module turns those into
-the `tokenizers` objects and writes the files a model directory needs.
+The one converter: the engine builds the tokenizer of a GGUF model with it, and the bundled
+StarCoder2 tokenizer was written by it from llama.cpp's vocab GGUF. A GGUF file carries the
+vocabulary, the merge list, which ids are control (special) tokens, and the name of the
+pre-tokenizer (`tokenizer.ggml.pre`) llama.cpp splits text with before BPE. StarCoder2's
+(and SmolLM's) splits every digit on its own, then applies the GPT-2 byte-level regex.
 """
 
 from __future__ import annotations
@@ -14,12 +15,26 @@ from pathlib import Path
 # GGUF token types (llama.cpp's llama_token_type): 3 is a control token.
 _GGUF_CONTROL_TOKEN = 3
 
+# llama.cpp's split regexes (llama-vocab.cpp), by tokenizer.ggml.pre.
+_LLAMA3_SPLIT = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|"
+                 r"\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_QWEN2_SPLIT = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|"
+                r"\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)")
+# tokenizer.ggml.pre -> how text is split before BPE: "digits" (each digit alone, then the
+# GPT-2 regex), "gpt2" (the GPT-2 regex), or a regex of its own followed by byte mapping.
+PRE_TOKENIZERS = {
+    "starcoder": "digits", "smollm": "digits", "refact": "digits", "codeshell": "digits",
+    "gpt-2": "gpt2", "default": "gpt2", None: "gpt2",
+    "llama-bpe": _LLAMA3_SPLIT, "llama3": _LLAMA3_SPLIT, "smaug-bpe": _LLAMA3_SPLIT,
+    "qwen2": _QWEN2_SPLIT,
+}
+
 
 def read_gguf_vocab(gguf_path: str | Path) -> dict:
     """Read tokens, merges, special-token ids and the tokenizer family from a GGUF file."""
-    import gguf  # only needed when converting, never at inference time
+    from pipelines.gguf_file import open_reader
 
-    reader = gguf.GGUFReader(str(gguf_path))
+    reader = open_reader(gguf_path)
     fields = reader.fields
 
     def value(key):
@@ -31,7 +46,15 @@ def read_gguf_vocab(gguf_path: str | Path) -> dict:
     if model_family != "gpt2":
         raise ValueError(
             f"{gguf_path}: tokenizer.ggml.model is {model_family!r}; only byte-level BPE ('gpt2') "
-            "vocabularies such as StarCoder2's can be converted"
+            "vocabularies (StarCoder, SmolLM, Llama 3, Qwen2) are read from GGUF files. Use the model's "
+            "Hugging Face directory, whose tokenizer.json is read as it is"
+        )
+    pre = fields["tokenizer.ggml.pre"].contents() if "tokenizer.ggml.pre" in fields else None
+    if pre not in PRE_TOKENIZERS:
+        known = ", ".join(sorted(k for k in PRE_TOKENIZERS if k))
+        raise ValueError(
+            f"{gguf_path}: tokenizer.ggml.pre is {pre!r}, a pre-tokenizer this converter does not know "
+            f"(known: {known}); use the model's Hugging Face directory instead"
         )
     tokens = list(value("tokenizer.ggml.tokens"))
     token_types = list(value("tokenizer.ggml.token_type"))
@@ -41,24 +64,32 @@ def read_gguf_vocab(gguf_path: str | Path) -> dict:
         "special_ids": [i for i, t in enumerate(token_types) if t == _GGUF_CONTROL_TOKEN],
         "eos_token_id": int(value("tokenizer.ggml.eos_token_id")),
         "bos_token_id": int(value("tokenizer.ggml.bos_token_id")),
-        "pre": fields["tokenizer.ggml.pre"].contents() if "tokenizer.ggml.pre" in fields else None,
+        "pre": pre,
+        # None: the file does not say, and the model family's rule applies
+        "add_bos": bool(fields["tokenizer.ggml.add_bos_token"].contents())
+        if "tokenizer.ggml.add_bos_token" in fields else None,
     }
 
 
 def build_tokenizer(vocab: dict):
-    """Build a `tokenizers.Tokenizer` equal to StarCoder2's from the GGUF vocabulary."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+    """Build the `tokenizers.Tokenizer` a GGUF vocabulary describes (StarCoder2's, for its GGUF)."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
     token_to_id = {tok: i for i, tok in enumerate(vocab["tokens"])}
     merges = [tuple(m.split(" ", 1)) for m in vocab["merges"]]
     tokenizer = Tokenizer(models.BPE(vocab=token_to_id, merges=merges, fuse_unk=False, byte_fallback=False))
     tokenizer.normalizer = None
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
-        ]
-    )
+    split = PRE_TOKENIZERS[vocab.get("pre")]
+    # The GPT-2 regex is ByteLevel's own; a split of the vocabulary's own goes before a plain byte mapping.
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=split in ("digits", "gpt2"))
+    if split == "digits":
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    elif split == "gpt2":
+        tokenizer.pre_tokenizer = byte_level
+    else:
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(split), behavior="isolated", invert=False),
+             pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)])
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     tokenizer.decoder = decoders.ByteLevel()
     specials = [vocab["tokens"][i] for i in vocab["special_ids"]]

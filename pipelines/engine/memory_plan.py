@@ -1,4 +1,4 @@
-"""How much memory the model workers of one machine will need, from the model directory alone.
+"""How much memory the model workers of one machine will need, from the model files alone.
 
 Weights in the chosen dtype (from the safetensors headers: no weight is read), the KV cache
 budget, the activations of the largest forward pass the batch planner allows, and the Python
@@ -8,12 +8,11 @@ this before any model loads; nothing here imports torch or Spark.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pipelines.engine.checkpoint import summarize_checkpoint
-from pipelines.model_source import engine_for
+from pipelines.engine.checkpoint import summarize_model
+from pipelines.model_source import engine_for, model_config
 
 GiB = 2**30
 # A Python worker with pyspark, pyarrow, torch and transformers imported, before any weight
@@ -68,22 +67,22 @@ class WorkerMemory:
         return (0 if self.weights_shared else self.weights) + self.kv_cache + self.activations + self.runtime
 
 
-def worker_memory(model_dir: str, dtype: str, device: str, engine: str, kv_cache_gb: int,
+def worker_memory(source: str, dtype: str, device: str, engine: str, kv_cache_gb: int,
                   max_batch_tokens: int = 0, max_rows_tokens: int = 0, kv_cache: bool = True) -> WorkerMemory:
-    """One worker's memory for a model directory and the settings it runs with (CPU figures).
+    """One worker's memory for a model (directory or GGUF file) and the settings it runs with (CPU figures).
 
     `max_rows_tokens`: the most tokens one batch can hold (batch size x (max prompt + new
     tokens)), 0 when unknown. `kv_cache=False` for work that keeps no KV cache (scoring is
     prefill only): its batches are bounded by the activation budget alone."""
-    config = json.loads((Path(model_dir) / "config.json").read_text())
+    config = model_config(source)
     compute = "float32" if dtype in ("auto", "int8") else dtype
     kv_cache_bytes = kv_cache_gb * GiB if kv_cache else 0
-    if engine_for(model_dir, engine) == "openvino":
-        weights = (Path(model_dir) / "openvino_model.bin").stat().st_size
+    if engine_for(source, engine) == "openvino":
+        weights = (Path(source) / "openvino_model.bin").stat().st_size
         tokens = OPENVINO_STEP_TOKENS
         shared = False
     else:
-        checkpoint = summarize_checkpoint(model_dir)
+        checkpoint = summarize_model(source)
         weights = checkpoint.weight_bytes(compute if dtype != "int8" else "int8")
         shared = dtype != "int8" and compute == checkpoint.stored_dtype
         # The batch planner keeps rows x (prompt + new tokens) within the KV budget and maxBatchTokens.

@@ -1,4 +1,5 @@
-"""Build small StarCoder2-architecture models with the real tokenizer, as Hugging Face directories.
+"""Build small StarCoder2-architecture models (and tiny ones of the other families the engine
+drives) with the real tokenizer, as Hugging Face directories.
 
 Used by the tests (a tiny random model), by the benchmark (a 111M model) and as the
 starting point of the bundled demo model. Same architecture as bigcode/starcoder2-3b:
@@ -65,6 +66,30 @@ def build_random_model(out_dir: str | Path, size: str = "tiny", seed: int = 0, *
     torch.manual_seed(seed)
     model = Starcoder2ForCausalLM(starcoder2_config(size, **overrides))
     return save_model_dir(model, out_dir)
+
+
+# Tiny configs of the other families the engine drives, with the StarCoder2 vocabulary (so the
+# bundled tokenizer fits them): rotary bases and windows other than transformers' defaults.
+TINY_FAMILY_CONFIGS = {
+    "llama": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, rope_theta=50000.0, tie_word_embeddings=False),
+    "qwen2": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, rope_theta=250000.0, tie_word_embeddings=True),
+    "mistral": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, rope_theta=20000.0, sliding_window=48, tie_word_embeddings=False),
+    "gpt_bigcode": dict(n_embd=64, n_inner=128, n_layer=2, n_head=4, n_positions=4096, multi_query=True),
+}
+
+
+def build_family_model(out_dir: str | Path, model_type: str, seed: int = 0) -> Path:
+    """A tiny random model of another family (TINY_FAMILY_CONFIGS) with the StarCoder2 tokenizer."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(model_type, vocab_size=STARCODER2_3B["vocab_size"], bos_token_id=0,
+                                  eos_token_id=0, pad_token_id=0, **TINY_FAMILY_CONFIGS[model_type])
+    torch.manual_seed(seed)
+    return save_model_dir(AutoModelForCausalLM.from_config(config), out_dir)
 
 
 def save_model_dir(model, out_dir: str | Path) -> Path:

@@ -1,4 +1,4 @@
-"""Load a StarCoder2 model directory onto a device, in the requested precision, without ever
+"""Load a model directory or GGUF file onto a device, in the requested precision, without ever
 holding two copies of the weights.
 
 transformers maps the safetensors file and builds the model in the dtype the file stores:
@@ -6,7 +6,8 @@ nothing is read yet, and weights used in that dtype stay pages of the file, whic
 workers of one machine share through the page cache. Any other precision is made one tensor at
 a time, from bytes read out of the file (not through the mapping, whose pages would count
 against the worker too): float32 from a bfloat16 file peaks near the float32 weights plus one
-tensor, and int8 near the int8 weights plus one layer in float32.
+tensor, and int8 near the int8 weights plus one layer in float32. A GGUF model is built empty
+(on the meta device) and filled the same way, one dequantised tensor at a time.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import torch
 from pipelines.engine.checkpoint import TensorEntry, summarize_checkpoint, tensor_index
 from pipelines.engine.int8_linear import Int8Linear
 from pipelines.engine.params import ModelSpec
-from pipelines.model_source import validate_model_dir
+from pipelines.gguf_file import is_gguf_file, read_gguf_model
+from pipelines.model_families import FAMILIES
+from pipelines.model_source import model_config, validate_model_dir, validate_model_source
 
 _TORCH_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
                  "I64": torch.int64, "I32": torch.int32, "I8": torch.int8, "U8": torch.uint8}
@@ -101,41 +104,95 @@ def quantize_linear_layers(model, reader: TensorReader) -> None:
 
 def convert_parameters(model, reader: TensorReader, dtype: torch.dtype) -> None:
     """Give every remaining parameter `dtype`, one tensor at a time (tied ones once). Buffers
-    stay as transformers made them (rotary frequencies are float32 in every precision)."""
-    for name, param in model.named_parameters():
-        if param.dtype == dtype:
+    stay as transformers made them (rotary frequencies are float32 in every precision). A
+    parameter still on the meta device (a model built empty) gets a new tensor, shared by every
+    module that ties it."""
+    owners = {}
+    for full_name, param in model.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(param), []).append(full_name)
+    for name, param in list(model.named_parameters()):
+        if param.dtype == dtype and not param.is_meta:
             continue
         source = reader.read(name) if name in reader else param.data
-        param.data = source.to(dtype)
+        if param.is_meta:
+            loaded = torch.nn.Parameter(source.to(dtype), requires_grad=False)
+            for full_name in owners[id(param)]:
+                module_name, _, attr = full_name.rpartition(".")
+                model.get_submodule(module_name)._parameters[attr] = loaded
+        else:
+            param.data = source.to(dtype)
         del source
         release_free_memory()
 
 
+def model_class(source: str):
+    """The transformers causal-LM class of a model's family (model_families.FAMILIES)."""
+    import transformers
+
+    return getattr(transformers, FAMILIES[model_config(source)["model_type"]].transformers_class)
+
+
 def load_model(spec: ModelSpec):
-    """Return (model, device) for a validated directory; weights from safetensors only."""
-    from transformers import Starcoder2ForCausalLM
+    """Return (model, device) for a validated directory or GGUF file; weights from safetensors
+    or GGUF only (nothing is unpickled)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one bar per worker load is noise in Spark logs
-
-    model_dir = validate_model_dir(spec.source)
+    validate_model_source(spec.source)
     device = pick_device(spec.device)
     compute = pick_dtype(spec.dtype, device)
+    model = load_gguf(spec, compute) if is_gguf_file(spec.source) else load_safetensors(spec, compute)
+    model.eval()
+    return model.to(device), device
+
+
+def load_safetensors(spec: ModelSpec, compute: torch.dtype):
+    model_dir = validate_model_dir(spec.source)
     stored = getattr(torch, summarize_checkpoint(model_dir).stored_dtype)
-    model = Starcoder2ForCausalLM.from_pretrained(
+    model = model_class(str(model_dir)).from_pretrained(
         str(model_dir),
         dtype=stored,  # maps the file: no weight is read or copied here
         use_safetensors=True,  # never unpickle weights
         attn_implementation="sdpa",
     )
-    model.eval()
     if spec.dtype == "int8" or compute != stored:
-        reader = TensorReader(tensor_index(model_dir))
-        try:
-            if spec.dtype == "int8":
-                quantize_linear_layers(model, reader)
-            convert_parameters(model, reader, compute)
-        finally:
-            reader.close()
-        model.config.dtype = compute
-    return model.to(device), device
+        load_weights(model, TensorReader(tensor_index(model_dir)), spec.dtype, compute)
+    return model
+
+
+def load_gguf(spec: ModelSpec, compute: torch.dtype):
+    from pipelines.engine.gguf_tensors import GgufTensorReader
+
+    gguf = read_gguf_model(spec.source)
+    cls = model_class(spec.source)
+    config = cls.config_class(**gguf.config)
+    config._attn_implementation = "sdpa"
+    with torch.device("meta"):  # parameters without memory: each is filled from the file below
+        model = cls(config)
+    load_weights(model, GgufTensorReader(gguf, model), spec.dtype, compute)
+    materialize_buffers(model)
+    return model
+
+
+def load_weights(model, reader, dtype: str, compute: torch.dtype) -> None:
+    try:
+        if dtype == "int8":
+            quantize_linear_layers(model, reader)
+        convert_parameters(model, reader, compute)
+    finally:
+        reader.close()
+    model.config.dtype = compute
+
+
+def materialize_buffers(model) -> None:
+    """Rotary frequencies are computed, not stored: a model built on the meta device gets them
+    by building its rotary modules again, on the CPU. Anything else left empty is a tensor the
+    file lacks."""
+    for prefix, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if type(child).__name__.endswith("RotaryEmbedding") and any(b.is_meta for b in child.buffers()):
+                setattr(module, child_name, type(child)(config=child.config))
+    missing = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if missing:
+        raise ValueError(f"the model file has no tensor for {', '.join(missing[:5])}"
+                         + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))

@@ -1,4 +1,4 @@
-"""The PyTorch engine: transformers' StarCoder2 model driven by our own batched decode loop."""
+"""The PyTorch engine: a transformers causal LM driven by our own batched decode loop."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pipelines.engine import memory_plan
 from pipelines.engine.generate import SequenceOutput, generate_batch
 from pipelines.engine.model_loader import load_model
 from pipelines.engine.params import ModelSpec
+from pipelines.model_families import standard_config
 
 
 def compute_element_size(model) -> int:
@@ -24,7 +25,7 @@ class TorchDecoder:
         self.model = model
         self.device = device
         self.eos_id = eos_id
-        config, element = model.config.to_dict(), compute_element_size(model)
+        config, element = standard_config(model.config.to_dict()), compute_element_size(model)
         # Tokens the KV cache may hold at once: the caller plans batches within it.
         self.kv_token_budget = kv_cache_gb * 2**30 // memory_plan.kv_bytes_per_token(config, element)
         self.prefill_chunk_tokens = memory_plan.prefill_chunk_tokens(config, element)
