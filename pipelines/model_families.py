@@ -43,7 +43,9 @@ FAMILIES = {
         ModelFamily("qwen2", "Qwen2ForCausalLM", ("qwen2",), add_bos=False),
         # llama.cpp writes Mistral models as architecture "llama" (transformers tells them apart
         # by general.name); a GGUF of either loads as what its name says.
-        ModelFamily("mistral", "MistralForCausalLM", ("llama",), add_bos=True),
+        # No window key: full attention, as llama.cpp runs it (Mistral 7B v0.2 on have no window).
+        ModelFamily("mistral", "MistralForCausalLM", ("llama",), add_bos=True,
+                    gguf_config_defaults={"sliding_window": None}),
     )
 }
 

@@ -181,14 +181,8 @@ def test_corrupt_gguf_is_refused_naming_the_file(starcoder2_gguf, tmp_path):
 
 
 def test_gguf_of_an_architecture_the_engine_does_not_drive_is_refused(tmp_path):
-    gguf = pytest.importorskip("gguf")
     path = tmp_path / "bert.gguf"
-    writer = gguf.GGUFWriter(str(path), "bert")
-    writer.add_tensor("token_embd.weight", torch.zeros(4, 8).numpy())
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    gguf_writer_for(path, "bert").close()
     with pytest.raises(ModelSourceError, match=f"{path}: GGUF architecture 'bert' is not one this pipeline loads"):
         resolve_model(str(path))
 
@@ -217,3 +211,49 @@ def test_ollama_name_resolves_to_its_verified_gguf_blob(starcoder2_gguf, tmp_pat
     shutil.rmtree(store / "manifests")
     with pytest.raises(ModelSourceError, match="ollama pull starcoder2:3b"):
         resolve_model("ollama:starcoder2:3b")
+
+
+def test_gguf_and_ollama_jobs_fail_before_any_output(spark, starcoder2_gguf, tmp_path, monkeypatch):
+    from pipelines import generation_job
+    from test_reliability import job, write_table
+
+    src = write_table(spark, tmp_path / "in", [("a", "x = 1")])
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(starcoder2_gguf["F32"].read_bytes()[:-4096])
+    with pytest.raises(ModelSourceError, match=f"{truncated} (is truncated|cannot be read as GGUF.*truncated or corrupt)"):
+        generation_job.run(spark, job(src, tmp_path / "out1", truncated))
+    assert not (tmp_path / "out1").exists()
+
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "empty-store"))
+    with pytest.raises(ModelSourceError, match="ollama pull starcoder2:3b.*or point model.source"):
+        generation_job.run(spark, job(src, tmp_path / "out2", "ollama:starcoder2:3b"))
+    assert not (tmp_path / "out2").exists()
+
+
+def test_starcoder_gpt_bigcode_gguf_is_refused_with_what_to_do_instead(tmp_path):
+    path = tmp_path / "starcoder.gguf"
+    writer = gguf_writer_for(path, "starcoder")
+    writer.close()
+    with pytest.raises(ModelSourceError, match="cannot load GGUF files of StarCoder/SantaCoder.*Hugging Face directory"):
+        resolve_model(str(path))
+
+
+def test_remote_code_models_are_refused(tmp_path):
+    d = build_family_model(tmp_path / "m", "llama")
+    config = json.loads((d / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"}
+    (d / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelSourceError, match="trust_remote_code and is refused"):
+        resolve_model(str(d))
+
+
+def gguf_writer_for(path, architecture):
+    """A minimal GGUF of `architecture`: one tensor, header and keys written, ready to close."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.add_tensor("token_embd.weight", torch.zeros(4, 8).numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    return writer
