@@ -24,6 +24,7 @@ class GgufTensorReader:
         self._to_hf = gguf_to_hf_names(model, gguf.architecture, gguf.config["num_hidden_layers"])
         reader = open_reader(gguf.path)
         self._tensors = {self._to_hf[t.name]: t for t in reader.tensors if t.name in self._to_hf}
+        self._file = open(gguf.path, "rb")
         embedding = self._to_hf.get(EMBEDDING_TENSOR)
         if gguf.config.get("tie_word_embeddings") and embedding in self._tensors:
             # The output layer shares the embedding: int8 quantises its own copy from the same tensor.
@@ -36,14 +37,20 @@ class GgufTensorReader:
         from gguf import dequantize
 
         tensor = self._tensors[name]
-        weights = dequantize(tensor.data, tensor.tensor_type)
+        # The bytes are read into fresh memory, not through the reader's mapping of the file,
+        # whose pages would stay counted in the worker's memory after the load.
+        raw = np.empty(tensor.data.shape, dtype=tensor.data.dtype)
+        self._file.seek(tensor.data_offset)
+        if self._file.readinto(memoryview(raw).cast("B")) != raw.nbytes:
+            raise OSError(f"{self._file.name}: could not read tensor {tensor.name}; the file is truncated")
+        weights = dequantize(raw, tensor.tensor_type)
         result = self._processor.process(weights=weights, name=tensor.name, tensor_key_mapping=self._to_hf,
                                          parsed_parameters={"tensors": {}, "config": {}})
-        # A copy: F32 tensors come back as read-only views of the mapped file.
-        return torch.from_numpy(np.array(result.weights, dtype=np.float32, order="C", copy=True))
+        return torch.from_numpy(np.ascontiguousarray(result.weights, dtype=np.float32))
 
     def close(self) -> None:
         self._tensors.clear()
+        self._file.close()
 
 
 def gguf_to_hf_names(model, architecture: str, layers: int) -> dict[str, str]:
