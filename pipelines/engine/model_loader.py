@@ -170,11 +170,13 @@ def load_gguf(spec: ModelSpec, compute: torch.dtype):
     with torch.device("meta"):  # parameters without memory: each is filled from the file below
         model = cls(config)
     load_weights(model, GgufTensorReader(gguf, model), spec.dtype, compute)
-    materialize_buffers(model)
+    materialize_buffers(model, spec.source)
     return model
 
 
 def load_weights(model, reader, dtype: str, compute: torch.dtype) -> None:
+    """Read the weights `reader` holds into `model`: int8 linear layers first when asked, then
+    every other parameter in the compute dtype."""
     try:
         if dtype == "int8":
             quantize_linear_layers(model, reader)
@@ -184,7 +186,7 @@ def load_weights(model, reader, dtype: str, compute: torch.dtype) -> None:
     model.config.dtype = compute
 
 
-def materialize_buffers(model) -> None:
+def materialize_buffers(model, source: str) -> None:
     """Rotary frequencies are computed, not stored: a model built on the meta device gets them
     by building its rotary modules again, on the CPU. Anything else left empty is a tensor the
     file lacks."""
@@ -194,5 +196,5 @@ def materialize_buffers(model) -> None:
                 setattr(module, child_name, type(child)(config=child.config))
     missing = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
     if missing:
-        raise ValueError(f"the model file has no tensor for {', '.join(missing[:5])}"
+        raise ValueError(f"{source} has no tensor for {', '.join(missing[:5])}"
                          + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
