@@ -34,7 +34,9 @@ setup(
         # The OpenVINO engine (engine='openvino'): continuous batching on exported models.
         "openvino": ["openvino-genai>=2026.4,<2026.5"],
         # accelerate: transformers' own GGUF loader, the reference the GGUF path is compared with
-        "test": ["pytest>=9,<10", "openvino-genai>=2026.4,<2026.5", "accelerate>=1.15,<1.16"],
+        # pyspark[connect]: the jobs are tested on pyspark's local Spark Connect server too
+        "test": ["pytest>=9,<10", "openvino-genai>=2026.4,<2026.5", "accelerate>=1.15,<1.16",
+                 "pyspark[connect]>=4.3,<4.4"],
         "bench": ["matplotlib>=3.7"],
     },
     entry_points={

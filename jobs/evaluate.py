@@ -95,7 +95,8 @@ def main(argv=None) -> int:
 
     from pipelines.evaluation.humaneval import check_completions, per_problem, problems_frame
     from pipelines.evaluation.sandbox import SandboxLimits, SandboxSettings, SandboxUnavailable, resolve_backend
-    from pipelines.spark_session import build_session
+    from pipelines.filesystem import output_filesystem
+    from pipelines.spark_session import build_session, default_parallelism
 
     sandbox = SandboxSettings(allow_weak=args.allow_weak_sandbox or config.evaluation.allow_weak_sandbox,
                               hidden_paths=tuple(config.evaluation.hidden_paths))
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
         else:
             samples = generate_samples(problems, config, args.samples, args.temperature)
         limits = SandboxLimits(timeout_s=args.timeout, cpu_s=int(args.timeout) + 1)
-        checked = check_completions(samples.repartition(spark.sparkContext.defaultParallelism * 2), limits, sandbox)
+        checked = check_completions(samples.repartition(default_parallelism(spark) * 2), limits, sandbox)
         out = args.out.rstrip("/")
         checked.drop("test").write.mode("overwrite").parquet(f"{out}/samples.parquet")
         checked = spark.read.parquet(f"{out}/samples.parquet")
@@ -126,20 +127,19 @@ def main(argv=None) -> int:
         spark.createDataFrame(scores).write.mode("overwrite").parquet(f"{out}/problems.parquet")
         statuses = {r["status"]: r["count"] for r in checked.groupBy("status").count().collect()}
         sandboxes = {r["sandbox"]: r["count"] for r in checked.groupBy("sandbox").count().collect()}
+        summary = {
+            "problems": len(scores),
+            "samples_per_problem": 1 if args.canonical else args.samples,
+            "passed_problems": int((scores["c"] > 0).sum()),
+            **{f"pass@{k}": round(float(scores[f"pass@{k}"].mean()), 4) for k in ks},
+            "statuses": statuses,
+            "sandbox": sandbox_summary(sandboxes),
+            "model": "canonical solutions" if args.canonical else config.model.source,
+            "seconds": round(time.time() - started, 1),
+        }
+        output_filesystem(spark, out).write_text(f"{out}/summary.json", json.dumps(summary, indent=2) + "\n")
     finally:
         spark.stop()
-    summary = {
-        "problems": len(scores),
-        "samples_per_problem": 1 if args.canonical else args.samples,
-        "passed_problems": int((scores["c"] > 0).sum()),
-        **{f"pass@{k}": round(float(scores[f"pass@{k}"].mean()), 4) for k in ks},
-        "statuses": statuses,
-        "sandbox": sandbox_summary(sandboxes),
-        "model": "canonical solutions" if args.canonical else config.model.source,
-        "seconds": round(time.time() - started, 1),
-    }
-    Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     width = max(len(k) for k in summary)
     for key, value in summary.items():
         print(f"{key.ljust(width)}  {value}")

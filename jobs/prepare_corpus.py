@@ -52,14 +52,23 @@ def read_sources(spark: SparkSession, source_dir: str | None, source_table: str 
 
 
 def build_prompts(sources: DataFrame, fim_per_file: int, seed: int) -> DataFrame:
-    def rows(record):
-        if record.content is None:
-            return []
-        language = record.language or language_of(record.path)
-        return [r.to_dict() for r in prompts_from_file(record.path, record.content, language, fim_per_file, seed)]
+    """Prompt rows from (path, content, language) rows; DataFrame API only (no RDD), so that it
+    runs on Spark Connect too."""
+    columns = ROW_SCHEMA.fieldNames()
 
-    spark = sources.sparkSession
-    return spark.createDataFrame(sources.rdd.flatMap(rows), ROW_SCHEMA)
+    def rows(batches):
+        import pandas as pd
+
+        for files in batches:
+            out = []
+            for path, content, language in zip(files["path"], files["content"], files["language"]):
+                if content is None:
+                    continue
+                language = language or language_of(path)
+                out += [r.to_dict() for r in prompts_from_file(path, content, language, fim_per_file, seed)]
+            yield pd.DataFrame(out, columns=columns)
+
+    return sources.mapInPandas(rows, ROW_SCHEMA)
 
 
 def write_tables(prompts: DataFrame, out: str, humaneval: bool) -> dict[str, int]:
@@ -91,12 +100,15 @@ def main(argv=None) -> int:
     parser.add_argument("--fim-per-file", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--master", default=None, help="Spark master (default: spark-submit's, else local[*])")
+    parser.add_argument("--remote", default=None,
+                        help="a Spark Connect server (sc://host:port or local[N]); default: $SPARK_REMOTE, else --master")
     args = parser.parse_args(argv)
 
-    from pipelines.spark_session import with_master, worker_environment
+    from pipelines.config import SparkSettings
+    from pipelines.spark_session import build_session
 
-    worker_environment()
-    spark = with_master(SparkSession.builder.appName("starcoder-pipelines-prepare-corpus"), args.master).getOrCreate()
+    spark = build_session(SparkSettings(master=args.master, remote=args.remote,
+                                        app_name="starcoder-pipelines-prepare-corpus"))
     try:
         sources = read_sources(spark, args.source_dir, args.source_table, args.glob)
         counts = write_tables(build_prompts(sources, args.fim_per_file, args.seed), args.out, args.humaneval)

@@ -31,6 +31,8 @@ class ConfigError(ValueError):
 @dataclass
 class SparkSettings:
     master: str | None = None  # None: whatever spark-submit or the cluster says
+    # A Spark Connect server (sc://host:port, or local[N] for pyspark's own); else $SPARK_REMOTE
+    remote: str | None = None
     app_name: str = "starcoder-pipelines"
     conf: dict[str, str | int | float | bool] = field(default_factory=dict)
 

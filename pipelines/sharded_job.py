@@ -19,6 +19,7 @@ from pipelines.config import JobConfig
 from pipelines.input_table import check_ids, read_input
 from pipelines.model_source import resolve_model
 from pipelines.sharded_output import ShardedOutput, shard_of
+from pipelines.spark_session import default_parallelism, session_master
 from pipelines.spark.worker_failures import WorkerCrashError, check_worker_python, explain_failure
 
 log = logging.getLogger("pipelines.job")
@@ -41,7 +42,7 @@ def run_in_shards(spark: SparkSession, config: JobConfig, df: DataFrame, manifes
     output.start()
     log.info("output %s: %d of %d shards to write", config.output.path, len(pending), config.output.shards)
 
-    parts = config.output.partitions_per_shard or spark.sparkContext.defaultParallelism
+    parts = config.output.partitions_per_shard or default_parallelism(spark)
     started = time.time()
     for n, shard in enumerate(pending, 1):
         shard_rows = df.where(shard_of(config.input.id_col, config.output.shards) == shard)
@@ -88,7 +89,7 @@ def run_model_job(spark: SparkSession, config: JobConfig, *, build_pipeline, man
                          lambda shard_rows: transform(shard_rows, config, model_path))
     summary = summarize(
         done.written, config, rows_in=done.rows_in, shards_written=done.shards_written,
-        model_seconds=done.model_seconds, seconds=time.time() - started, master=spark.sparkContext.master,
+        model_seconds=done.model_seconds, seconds=time.time() - started, master=session_master(spark),
         model_path=model_path,
     )
     summary.write(done.output.fs, f"{done.output.path}/_summary.json")

@@ -14,7 +14,7 @@ import json
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines.hadoop_fs import HadoopFS
+from pipelines.filesystem import output_filesystem
 
 SHARD_COL = "shard"
 MANIFEST = "_job.json"
@@ -37,7 +37,7 @@ class ShardedOutput:
         self.shards = shards
         self.mode = mode
         self.manifest = {**manifest, "shards": shards}
-        self.fs = HadoopFS(spark)
+        self.fs = output_filesystem(spark, self.path)
 
     def shard_path(self, shard: int) -> str:
         return f"{self.path}/{SHARD_COL}={shard:05d}"

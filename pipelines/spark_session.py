@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -33,10 +34,48 @@ def with_master(builder, master: str | None):
 
 
 def build_session(settings: SparkSettings) -> SparkSession:
+    """A classic session, or a Spark Connect one when `spark.remote` (or $SPARK_REMOTE) names a
+    server: Databricks serverless and shared clusters give notebooks such a session."""
     worker_environment()
-    builder = with_master(SparkSession.builder.appName(settings.app_name), settings.master)
+    remote = settings.remote or os.environ.get("SPARK_REMOTE")
+    if remote:
+        builder = SparkSession.builder.remote(remote).appName(settings.app_name)
+        if remote.startswith("local"):  # pyspark starts the server here: it listens on 127.0.0.1 only
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+            builder = builder.config("spark.connect.grpc.binding.address", "127.0.0.1")
+            # pyspark starts the local server with every setting, then sets each again at run
+            # time, where the static ones (spark.hadoop.*, spark.driver.*) are refused with a warning.
+            warnings.filterwarnings("ignore", message=r"Failed to set spark\..* due to \[CANNOT_MODIFY_CONFIG\]")
+    else:
+        builder = with_master(SparkSession.builder.appName(settings.app_name), settings.master)
     # Shard commits rely on the v1 committer: files become visible only when a shard commits.
     builder = builder.config("spark.hadoop.mapreduce.fileoutputcommitter.algorithm.version", "1")
     for key, value in settings.conf.items():
         builder = builder.config(key, str(value))
     return builder.getOrCreate()
+
+
+def default_parallelism(spark) -> int:
+    """Partitions a stage should have to keep every core busy: spark.default.parallelism, else
+    the cores of a local master, else the SparkContext's figure (classic sessions), else
+    executors x cores from the session conf (a Spark Connect client has no SparkContext)."""
+    from pipelines.filesystem import is_spark_connect
+    from pipelines.spark.memory_check import local_cores
+
+    conf = {key: spark.conf.get(key, None) for key in
+            ("spark.default.parallelism", "spark.master", "spark.executor.instances", "spark.executor.cores")}
+    if conf["spark.default.parallelism"]:
+        return int(conf["spark.default.parallelism"])
+    cores = local_cores(conf["spark.master"] or "")
+    if cores:
+        return cores
+    if not is_spark_connect(spark):
+        return spark.sparkContext.defaultParallelism
+    if conf["spark.executor.instances"] and conf["spark.executor.cores"]:
+        return int(conf["spark.executor.instances"]) * int(conf["spark.executor.cores"])
+    return 8  # a Spark Connect cluster whose conf does not give its size: a few partitions per shard
+
+
+def session_master(spark) -> str:
+    """The master URL as the session's conf says (Spark Connect: the server's)."""
+    return spark.conf.get("spark.master", None) or "unknown"

@@ -102,7 +102,7 @@ def test_unwritable_output_path_fails_before_generating(spark, tiny_model_dir, t
     src = write_table(spark, tmp_path / "in", [("a", "x = 1")])
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a directory")
-    with pytest.raises(PermissionError, match="file/out is not writable.*Parent path is not a directory"):
+    with pytest.raises(PermissionError, match="file/out is not writable.*Not a directory"):
         generation_job.run(spark, job(src, blocker / "out", tiny_model_dir))
 
 
