@@ -26,15 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-# model_type -> GGUF architecture name (gguf.MODEL_ARCH_NAMES values), as llama.cpp converts them.
-ARCHITECTURES = {
-    "starcoder2": "starcoder2",
-    "llama": "llama",
-    "mistral": "llama",  # llama.cpp's LlamaModel handles MistralForCausalLM
-    "qwen2": "qwen2",
-}
-# Families whose attn_q / attn_k llama.cpp permutes (LlamaModel.undo_permute).
-_PERMUTED = {"llama", "mistral"}
+from pipelines.model_families import FAMILIES
+
+# model_type -> GGUF architecture name, as llama.cpp converts them (mistral is written as llama).
+ARCHITECTURES = {t: f.gguf_architectures[0] for t, f in FAMILIES.items() if f.gguf_architectures}
+# Families written by llama.cpp's LlamaModel, which permutes attn_q / attn_k (undo_permute).
+_PERMUTED = {t for t, arch in ARCHITECTURES.items() if arch == "llama"}
 
 FILE_TYPES = ("F32", "F16", "Q8_0")
 
