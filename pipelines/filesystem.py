@@ -15,15 +15,11 @@ import os
 from pathlib import Path
 
 from pipelines.model_source import to_local_path
+from pipelines.spark_session import is_spark_connect
 
 # URI scheme -> the scheme pyarrow knows it by (Hadoop's s3a/s3n are S3).
 OBJECT_STORE_SCHEMES = {"s3": "s3", "s3a": "s3", "s3n": "s3", "gs": "gs", "gcs": "gs", "abfs": "abfs",
                         "abfss": "abfss", "hdfs": "hdfs", "viewfs": "hdfs"}
-
-
-def is_spark_connect(spark) -> bool:
-    """A Spark Connect session (Databricks serverless and shared clusters, `builder.remote`)."""
-    return type(spark).__module__.startswith("pyspark.sql.connect")
 
 
 def scheme_of(path: str) -> str | None:

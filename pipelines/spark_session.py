@@ -55,11 +55,15 @@ def build_session(settings: SparkSettings) -> SparkSession:
     return builder.getOrCreate()
 
 
+def is_spark_connect(spark) -> bool:
+    """A Spark Connect session (Databricks serverless and shared clusters, `builder.remote`)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
 def default_parallelism(spark) -> int:
     """Partitions a stage should have to keep every core busy: spark.default.parallelism, else
     the cores of a local master, else the SparkContext's figure (classic sessions), else
     executors x cores from the session conf (a Spark Connect client has no SparkContext)."""
-    from pipelines.filesystem import is_spark_connect
     from pipelines.spark.memory_check import local_cores
 
     conf = {key: spark.conf.get(key, None) for key in
