@@ -257,3 +257,15 @@ def gguf_writer_for(path, architecture):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     return writer
+
+
+def test_a_tokenizer_whose_post_processor_adds_bos_gets_bos_prompts(tmp_path):
+    from tokenizers import Tokenizer, processors
+
+    d = build_family_model(tmp_path / "m", "llama")
+    tokenizer = Tokenizer.from_file(str(d / "tokenizer.json"))
+    assert CodeTokenizer.from_dir(d).bos_token_id is None  # StarCoder2's post-processor adds nothing
+    tokenizer.post_processor = processors.TemplateProcessing(single="<|endoftext|> $A",
+                                                             special_tokens=[("<|endoftext|>", 0)])
+    tokenizer.save(str(d / "tokenizer.json"))
+    assert CodeTokenizer.from_dir(d).encode("def f():") == [0, *tokenizer.encode("def f():", add_special_tokens=False).ids]

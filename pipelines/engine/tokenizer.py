@@ -62,7 +62,8 @@ class CodeTokenizer:
         add_bos = tokenizer_config.get("add_bos_token")
         if add_bos is None:  # what `tokenizer(text)` does in transformers: its post-processor's rule
             with_specials = tokenizer._tok.encode("a", add_special_tokens=True).ids
-            add_bos = bos is not None and with_specials[:1] == [bos] != tokenizer._tok.encode("a").ids[:1]
+            plain = tokenizer._tok.encode("a", add_special_tokens=False).ids
+            add_bos = bos is not None and with_specials[:1] == [bos] != plain[:1]
         return cls(tokenizer._tok, eos_token_ids=_as_list(eos), bos_token_id=bos, add_bos=bool(add_bos))
 
     @classmethod
