@@ -70,9 +70,14 @@ class GgufModel:
 def open_reader(path: str | Path):
     """gguf's reader over the file, or a GgufFileError naming it. One per file and process:
     parsing a header with a 49k-token vocabulary takes seconds; the tensors stay mapped."""
+    return _open_reader(*_file_version(path))
+
+
+def _file_version(path: str | Path) -> tuple[str, int, int]:
+    """(path, size, mtime) as the key of per-file caches: a file replaced in place is read again."""
     p = Path(path)
     stat = p.stat() if p.is_file() else None
-    return _open_reader(str(p), stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1)
+    return str(p), stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1
 
 
 @lru_cache(maxsize=4)
@@ -99,9 +104,7 @@ def field(reader, key: str, default=None):
 
 def read_gguf_model(path: str | Path) -> GgufModel:
     """Validate a GGUF model file and describe it (once per file and process: the driver asks often)."""
-    p = Path(path)
-    stat = p.stat() if p.is_file() else None
-    return _read_gguf_model(str(p), stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1)
+    return _read_gguf_model(*_file_version(path))
 
 
 @lru_cache(maxsize=8)

