@@ -15,6 +15,7 @@ per tensor, and keep a row's result independent of the other rows in its batch.
 
 from __future__ import annotations
 
+import functools
 import platform
 
 import torch
@@ -24,10 +25,22 @@ _UINT8_ZERO = 128  # oneDNN's int8 product takes unsigned activations: a symmetr
 
 
 def packed_kernel_available() -> bool:
-    """Whether oneDNN's quantised linear op is used here: on x86, where PyTorch's own int8 path
-    uses it and where it was measured; elsewhere the unpacked product."""
+    """Whether oneDNN's quantised linear op is used here: on x86 CPUs with VNNI or AMX, where
+    PyTorch's own int8 path uses it and where it was measured; elsewhere the unpacked product."""
     return (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.onednn, "qlinear_prepack"))
+            and hasattr(torch.ops.onednn, "qlinear_prepack") and _cpu_has_int8_dot_product())
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_has_int8_dot_product() -> bool:
+    # Without VNNI or AMX, oneDNN adds u8 x s8 pairs in saturating 16-bit sums (AVX2's
+    # vpmaddubsw): on an AVX2-only AMD EPYC its results were off by a quarter of the output's scale.
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
