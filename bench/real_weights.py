@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 def run_engine(gguf: str, dtype: str, prompts: list[str], new_tokens: int, batch_size: int, repeats: int) -> dict:
     """Generate with one dtype in this process; returns token ids, tokens/s and peak RSS."""
     from pipelines.engine.engine import GenerationEngine
+    from pipelines.engine.generate import Request
     from pipelines.engine.params import GenerationParams, ModelSpec
 
     started = time.perf_counter()
@@ -42,9 +43,8 @@ def run_engine(gguf: str, dtype: str, prompts: list[str], new_tokens: int, batch
         started, tokens = time.perf_counter(), 0
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
-            outputs = engine.decoder.generate([encoded[i] for i in batch], params, [None] * len(batch), None,
-                                              [frozenset()] * len(batch))
-            for i, out in zip(batch, outputs):
+            outputs = engine.decoder.generate([Request(encoded[i]) for i in batch], params, None, len(batch))
+            for i, (out,) in zip(batch, outputs):
                 ids[i] = out.token_ids
                 tokens += len(out.token_ids)
         if attempt:

@@ -60,6 +60,7 @@ class ModelSettings:
     num_threads: int = 0
     engine: str = "auto"  # pytorch, openvino, or auto: by what the model directory holds
     kv_cache_gb: int = 1  # KV cache memory per worker (GiB)
+    prefix_caching: bool = True  # reuse the KV cache of shared prompt prefixes (openvino)
     memory_check: str = "error"  # a memory plan that does not fit: error (before any task) or warn
     worker_memory_gb: float = 0.0  # memory the model workers of one executor may use; 0: from the session
 

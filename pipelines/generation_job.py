@@ -42,6 +42,7 @@ def build_pipeline(config: JobConfig, model_path: str | None = None) -> Pipeline
         numThreads=config.model.num_threads,
         engine=config.model.engine,
         kvCacheSizeGB=config.model.kv_cache_gb,
+        prefixCaching=config.model.prefix_caching,
         memoryCheck=config.model.memory_check,
         workerMemoryGB=config.model.worker_memory_gb,
         maxOutputLength=g.max_output_length,

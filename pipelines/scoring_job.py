@@ -40,6 +40,7 @@ def build_pipeline(config: JobConfig, model_path: str | None = None) -> Pipeline
         numThreads=m.num_threads,
         engine=m.engine,
         kvCacheSizeGB=m.kv_cache_gb,
+        prefixCaching=m.prefix_caching,
         memoryCheck=m.memory_check,
         workerMemoryGB=m.worker_memory_gb,
         maxInputLength=s.max_input_length,

@@ -108,7 +108,7 @@ def test_bad_model_spec_values_are_rejected():
 
 
 def test_batches_respect_the_row_and_token_bounds():
-    from pipelines.engine.engine import plan_batches
+    from pipelines.engine.scoring import plan_batches
 
     lengths = [1, 2, 3, 10, 10, 50]
     assert list(plan_batches(lengths, 4, 10)) == [(0, 4), (4, 6)]
@@ -125,8 +125,8 @@ def test_token_bound_does_not_change_greedy_output(engine):
         [r[0].text for r in engine.complete(PROMPTS, params, 8)]
 
 
-def test_batches_stay_within_the_kv_cache_memory(engine, monkeypatch):
-    import pipelines.engine.torch_decoder as decoder_module
+def test_running_rows_stay_within_the_kv_cache_memory(engine, monkeypatch):
+    from pipelines.engine import generate as generate_module
     from pipelines.engine.memory_plan import kv_bytes_per_token
 
     config = engine.model.config
@@ -135,35 +135,52 @@ def test_batches_stay_within_the_kv_cache_memory(engine, monkeypatch):
     assert kv_bytes_per_token(config.to_dict(), 4) == per_token
     assert engine.decoder.kv_token_budget == 2**30 // per_token  # the default: 1 GiB
 
-    planned, real = [], decoder_module.generate_batch
+    running, real = [], generate_module.Scheduler.admit
 
-    def recording(model, prompts, params, *args, **kwargs):
-        planned.append(len(prompts) * (max(map(len, prompts)) + params.max_output_length))
-        return real(model, prompts, params, *args, **kwargs)
+    def recording(self):
+        admitted = real(self)
+        running.append(len(self.reserved) * max(self.reserved, default=0))  # rows x (longest prompt + new)
+        return admitted
 
-    monkeypatch.setattr(decoder_module, "generate_batch", recording)
+    monkeypatch.setattr(generate_module.Scheduler, "admit", recording)
     params = GenerationParams(max_output_length=8)
     unbounded = [r[0].text for r in engine.complete(PROMPTS, params, 8)]
-    assert len(planned) == 1  # all three rows fit the default cache
-    planned.clear()
+    longest = max(len(engine.tokenizer.encode(p)) for p in PROMPTS) + 8
+    assert running[0] == 3 * longest  # all three rows fit the default cache at once
+    running.clear()
     monkeypatch.setattr(engine.decoder, "kv_token_budget", 30)
     assert [r[0].text for r in engine.complete(PROMPTS, params, 8)] == unbounded
-    assert len(planned) > 1 and all(tokens <= 30 for tokens in planned[:-1])
+    assert max(running) <= 30 and len(running) > 1
+
+
+def test_scheduler_admits_rows_within_both_bounds():
+    from pipelines.engine.generate import Request, Scheduler
+
+    requests = [Request([1] * n, [None, None]) for n in (2, 3, 5)]  # two samples each
+    scheduler = Scheduler(requests, max_new=5, max_rows=3, max_tokens=0)
+    assert scheduler.admit() == [(0, 0), (0, 1), (1, 0)]
+    assert scheduler.admit() == []  # full
+    scheduler.finished(0)
+    assert scheduler.admit() == [(1, 1)]
+    bounded = Scheduler(requests, max_new=5, max_rows=8, max_tokens=30)
+    assert bounded.admit() == [(0, 0), (0, 1), (1, 0)]  # a fourth row: 4 x 8 tokens > 30
+    lone = Scheduler([Request([1] * 40)], max_new=5, max_rows=8, max_tokens=30)
+    assert lone.admit() == [(0, 0)]  # a row larger than the bound still runs, alone
 
 
 def test_duplicate_prompts_are_generated_once_with_the_same_answer(engine, monkeypatch):
-    import pipelines.engine.torch_decoder as engine_module
+    from pipelines.engine import generate as generate_module
 
-    batches = []
-    real = engine_module.generate_batch
+    prefilled = []
+    real = generate_module.prefill_rows
 
     def counting(model, prompts, *args, **kwargs):
-        batches.append(len(prompts))
+        prefilled.extend(prompts)
         return real(model, prompts, *args, **kwargs)
 
-    monkeypatch.setattr(engine_module, "generate_batch", counting)
+    monkeypatch.setattr(generate_module, "prefill_rows", counting)
     texts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[0]]
     results = engine.complete(texts, GenerationParams(max_output_length=6), batch_size=8)
-    assert sum(batches) == 2
+    assert len(prefilled) == 2
     assert results[0][0].text == results[2][0].text == results[3][0].text
     assert results[0][0].completion_tokens == results[3][0].completion_tokens

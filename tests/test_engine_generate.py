@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pipelines.engine.generate import generate_batch, left_pad
+from pipelines.engine.generate import Request, generate_batch, generate_requests, left_pad
 from pipelines.engine.params import GenerationParams
 
 # Very different lengths; the tiny model's sliding window is 64 tokens, so the long ones exceed it.
@@ -122,3 +122,57 @@ def test_sampling_depends_only_on_the_seed_not_on_the_batch(engine, prompts):
     assert [o.token_ids for o in other_seed] != [o.token_ids for o in together]
     greedy = generate_batch(engine.model, prompts, GenerationParams(max_output_length=20), 0, engine.device)
     assert [o.token_ids for o in greedy] != [o.token_ids for o in together]
+
+
+def test_finished_rows_are_refilled_with_the_same_greedy_output(engine, prompts, monkeypatch):
+    """Two rows at a time over five prompts (one past twice the sliding window): newcomers join
+    running rows as others finish, and every prompt gets what it gets alone."""
+    from pipelines.engine import batch_rows
+
+    joins, real_join = [], batch_rows.BatchRows.join
+
+    def counting(self, other):
+        joins.append((len(self), len(other)))
+        return real_join(self, other)
+
+    monkeypatch.setattr(batch_rows.BatchRows, "join", counting)
+    params = GenerationParams(max_output_length=30)
+    requests = [Request(p) for p in prompts]
+    refilled = generate_requests(engine.model, requests, params, 0, engine.device, max_rows=2)
+    assert any(running == 1 for running, _ in joins), "a newcomer should join a row still decoding"
+    for prompt, (out,) in zip(prompts, refilled):
+        ref = hf_generate(engine.model, [prompt], max_new_tokens=30, do_sample=False)[0]
+        assert out.token_ids == ref[: len(out.token_ids)]
+
+
+def test_n_samples_share_one_prefill_and_draw_as_they_would_alone(engine, prompts, monkeypatch):
+    from pipelines.engine import generate as generate_module
+
+    prefilled, real = [], generate_module.prefill_rows
+
+    def counting(model, batch, *args, **kwargs):
+        prefilled.extend(map(tuple, batch))
+        return real(model, batch, *args, **kwargs)
+
+    monkeypatch.setattr(generate_module, "prefill_rows", counting)
+    params = GenerationParams(max_output_length=16, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                              random_seed=1)
+    seeds = [[100 * r + s for s in range(4)] for r in range(len(prompts))]
+    requests = [Request(p, s) for p, s in zip(prompts, seeds)]
+    shared = generate_requests(engine.model, requests, params, 0, engine.device, max_rows=8)
+    assert sorted(prefilled) == sorted(map(tuple, prompts)), "each prompt prefilled once for its 4 samples"
+    # Three rows at a time: a prompt's samples are split across admissions, its prefill still run once.
+    prefilled.clear()
+    split = generate_requests(engine.model, requests[::-1], params, 0, engine.device, max_rows=3)[::-1]
+    assert sorted(prefilled) == sorted(map(tuple, prompts))
+    for prompt, row_seeds, samples, other in zip(prompts, seeds, shared, split):
+        alone = [generate_batch(engine.model, [prompt], params, 0, engine.device, seeds=[s])[0] for s in row_seeds]
+        assert [o.token_ids for o in samples] == [o.token_ids for o in other] == [o.token_ids for o in alone]
+        assert len({tuple(o.token_ids) for o in samples}) > 1, "samples of one prompt should differ"
+
+
+def test_min_output_length_counts_each_rows_own_tokens(engine, prompts):
+    """Rows joining later have generated fewer tokens: each is held to minOutputLength on its own."""
+    params = GenerationParams(max_output_length=12, min_output_length=12)
+    outputs = generate_requests(engine.model, [Request(p) for p in prompts], params, 0, engine.device, max_rows=2)
+    assert all(len(out.token_ids) == 12 and 0 not in out.token_ids for (out,) in outputs)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pipelines.engine.engine import GenerationEngine
+from pipelines.engine.generate import Request
 from pipelines.engine.gguf_writer import write_gguf
 from pipelines.engine.model_builder import build_family_model, build_random_model
 from pipelines.engine.params import GenerationParams, ModelSpec
@@ -32,8 +33,8 @@ def greedy_ids(engine, prompts=PROMPTS, new_tokens=NEW_TOKENS):
     """Generated token ids per prompt, through the engine's decoder (one batch)."""
     params = GenerationParams(max_output_length=new_tokens)
     encoded = engine.tokenizer.encode_batch(prompts)
-    outputs = engine.decoder.generate(encoded, params, [None] * len(prompts), None, [frozenset()] * len(prompts))
-    return [o.token_ids for o in outputs]
+    outputs = engine.decoder.generate([Request(ids) for ids in encoded], params, None, max_rows=len(prompts))
+    return [o.token_ids for (o,) in outputs]
 
 
 def transformers_ids(model, tokenizer, prompts=PROMPTS, new_tokens=NEW_TOKENS):

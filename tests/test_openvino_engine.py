@@ -11,6 +11,7 @@ from pipelines import bundled, generation_job  # noqa: E402
 from pipelines.annotators.starcoder_transformer import StarCoderTransformer  # noqa: E402
 from pipelines.config import config_from_dict  # noqa: E402
 from pipelines.engine.engine import GenerationEngine  # noqa: E402
+from pipelines.engine.generate import Request  # noqa: E402
 from pipelines.engine.params import GenerationParams, InvalidParamError, ModelSpec  # noqa: E402
 from pipelines.fim import fim_prompt  # noqa: E402
 from pipelines.model_source import ModelSourceError, engine_for  # noqa: E402
@@ -48,10 +49,10 @@ def test_engine_is_picked_by_what_the_directory_holds(tmp_path):
 def test_greedy_tokens_match_the_pytorch_engine(ov, pt, prompts):
     params = GenerationParams(max_output_length=24)
     ids = [pt.tokenizer.encode(p) for p in prompts]
-    ours = ov.decoder.generate(ids, params, [None] * len(ids), None, [frozenset()] * len(ids))
+    ours = ov.decoder.generate([Request(p) for p in ids], params, None)
     differ = 0
-    for prompt_ids, a in zip(ids, ours):
-        b = pt.decoder.generate([prompt_ids], params, [None], None, [frozenset()])[0]
+    for prompt_ids, (a,) in zip(ids, ours):
+        ((b,),) = pt.decoder.generate([Request(prompt_ids)], params, None, max_rows=1)
         if a.token_ids == b.token_ids:
             continue
         differ += 1

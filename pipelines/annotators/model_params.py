@@ -20,8 +20,8 @@ def declare_param(name, doc, converter):
 
 
 class HasModelParams(HasBatchedAnnotate):
-    """modelSource, device, dtype, numThreads, engine, kvCacheSizeGB, memoryCheck, workerMemoryGB,
-    batchSize and maxInputLength, with their setters, getters and the ModelSpec they make."""
+    """modelSource, device, dtype, numThreads, engine, kvCacheSizeGB, prefixCaching, memoryCheck,
+    workerMemoryGB, batchSize and maxInputLength, with their setters, getters and the ModelSpec they make."""
 
     MODEL_PARAM_DEFAULTS = dict(
         engine="pytorch",
@@ -31,6 +31,7 @@ class HasModelParams(HasBatchedAnnotate):
         dtype="auto",
         numThreads=0,
         kvCacheSizeGB=1,
+        prefixCaching=True,
         memoryCheck="error",
         workerMemoryGB=0.0,
     )
@@ -57,6 +58,12 @@ class HasModelParams(HasBatchedAnnotate):
         "kvCacheSizeGB",
         "KV cache memory per worker in GiB: openvino allocates it once, pytorch keeps each batch within it",
         TypeConverters.toInt,
+    )
+    prefixCaching = declare_param(
+        "prefixCaching",
+        "Reuse the KV cache of prompt prefixes already computed (openvino: the samples of a prompt, FIM holes "
+        "of one file, prompts behind the same repository context); greedy output is unchanged",
+        TypeConverters.toBoolean,
     )
     memoryCheck = declare_param(
         "memoryCheck",
@@ -112,6 +119,12 @@ class HasModelParams(HasBatchedAnnotate):
     def getKvCacheSizeGB(self):
         return self.getOrDefault(self.kvCacheSizeGB)
 
+    def setPrefixCaching(self, value):
+        return self._set(prefixCaching=value)
+
+    def getPrefixCaching(self):
+        return self.getOrDefault(self.prefixCaching)
+
     def setMemoryCheck(self, value):
         return self._set(memoryCheck=value)
 
@@ -162,7 +175,7 @@ class HasModelParams(HasBatchedAnnotate):
         source = resolve_model(self.getModelSource()).path  # fails here, on the driver, if it is gone
         spec = ModelSpec(source=source, device=self.getDevice(), dtype=self.getDtype(),
                          num_threads=self.getNumThreads(), engine=self.getEngine(),
-                         kv_cache_gb=self.getKvCacheSizeGB())
+                         kv_cache_gb=self.getKvCacheSizeGB(), prefix_caching=self.getPrefixCaching())
         engine_for(source, spec.engine)  # the directory holds what the engine needs, or a clear error now
         return spec
 

@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass
 
 from pipelines import faults
+from pipelines.engine.generate import Request
 from pipelines.engine.params import GenerationParams, InvalidParamError, ModelSpec
 from pipelines.engine.tokenizer import CodeTokenizer
 from pipelines.model_source import engine_for
@@ -49,20 +50,6 @@ def sequence_seed(base_seed: int, prompt: str, sample_index: int) -> int:
     """A per-sequence seed that depends only on the run's seed, the prompt and the sample number."""
     digest = hashlib.blake2b(f"{base_seed}\x00{sample_index}\x00{prompt}".encode("utf-8", "surrogatepass"), digest_size=8)
     return int.from_bytes(digest.digest(), "little") & ((1 << 63) - 1)
-
-
-def plan_batches(lengths: list[int], batch_size: int, max_new: int, max_batch_tokens: int = 0):
-    """Split requests sorted by prompt length into [start, end) batches within both bounds."""
-    start = 0
-    while start < len(lengths):
-        end = start + 1
-        while end < len(lengths) and end - start < batch_size:
-            # Sorted ascending, so lengths[end] is the batch's longest prompt if it joins.
-            if max_batch_tokens and (end - start + 1) * (lengths[end] + max_new) > max_batch_tokens:
-                break
-            end += 1
-        yield start, end
-        start = end
 
 
 class StopStrings:
@@ -144,33 +131,22 @@ class GenerationEngine:
         # Greedy output depends on the tokens alone: an exact duplicate is generated once.
         first_of = {}
         same_as = [first_of.setdefault(tuple(ids), p) if not params.do_sample else p for p, ids in enumerate(encoded)]
-        # One request per (prompt, sample); sorted by length so batches carry little padding.
-        requests = [(p, s) for p in range(len(prompts)) for s in range(params.n_return_sequences)
-                    if encoded[p] and same_as[p] == p]
-        requests.sort(key=lambda r: len(encoded[r[0]]))
         stop = StopStrings(self.tokenizer, params.stop_strings) if params.stop_strings else None
         is_fim = [self.fim_middle_id is not None and bool(ids) and ids[-1] == self.fim_middle_id for ids in encoded]
-        seeds = {
-            r: sequence_seed(params.random_seed, prompts[r[0]], r[1]) if params.do_sample else None
-            for r in requests
-        }
+        n = params.n_return_sequences
+        seeds = {p: [sequence_seed(params.random_seed, prompts[p], s) if params.do_sample else None for s in range(n)]
+                 for p in range(len(prompts))}
+        # One request per distinct prompt, its n samples sharing one prefill; sorted by length so that
+        # rows running together carry little padding.
+        order = sorted((p for p in range(len(prompts)) if encoded[p] and same_as[p] == p), key=lambda p: len(encoded[p]))
+        for p in order:
+            faults.check_prompt(prompts[p])
+        requests = [Request(encoded[p], seeds[p], self.extra_end_ids | self.fim_stop_ids if is_fim[p]
+                            else self.extra_end_ids) for p in order]
         outputs = {}
-        lengths = [len(encoded[p]) for p, _ in requests]
-        if self.decoder.schedules_itself:
-            batches = [(0, len(requests))] if requests else []
-        else:
-            budget = self.decoder.kv_token_budget
-            bound = min(max_batch_tokens, budget) if max_batch_tokens else budget
-            batches = plan_batches(lengths, batch_size, params.max_output_length, bound)
-        for start, end in batches:
-            batch = requests[start:end]
-            for p, _ in batch:
-                faults.check_prompt(prompts[p])
-            row_stops = [self.extra_end_ids | self.fim_stop_ids if is_fim[p] else self.extra_end_ids for p, _ in batch]
-            results = self.decoder.generate(
-                [encoded[p] for p, _ in batch], params, [seeds[r] for r in batch], stop, row_stops
-            )
-            outputs.update(zip(batch, results))
+        if requests:
+            results = self.decoder.generate(requests, params, stop, batch_size, max_batch_tokens)
+            outputs = {(p, s): out for p, samples in zip(order, results) for s, out in enumerate(samples)}
 
         completions = []
         for p, prompt in enumerate(prompts):
@@ -190,7 +166,7 @@ class GenerationEngine:
                         completion_tokens=len(out.token_ids),
                         finish_reason=out.finish_reason,
                         truncated=truncated[p],
-                        seed=seeds[(same_as[p], s)],
+                        seed=seeds[same_as[p]][s],
                         logprob=out.logprob,
                     )
                 )

@@ -1,18 +1,24 @@
-"""The batched decode loop: prefill a left-padded batch, then decode one token at a time.
+"""The continuous decode loop: prefill prompts, decode one token at a time, refill free rows.
 
-Rows leave the batch as soon as they finish (their KV-cache rows are dropped), so finished
-rows cost nothing. Positions and masks follow `transformers.generate` for left padding,
-which keeps greedy output token-identical to it.
+Rows leave the batch as soon as they finish (their KV-cache rows are dropped), and waiting
+requests take their places at the next step, within the row and token bounds. The n samples
+of one prompt share its prefill: the prompt is run once and its KV cache copied to n rows.
+A prompt that extends another's prefix (FIM holes of one file, targets behind one repository
+context) can start from that prompt's KV cache and prefill only the rest. Positions and masks
+follow `transformers.generate` for left padding, which keeps greedy output token-identical to it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
 from pipelines.engine import sampling
+from pipelines.engine.batch_rows import BatchRows
+from pipelines.engine.prefix_sharing import common_prefix
 from pipelines.engine.params import GenerationParams
 
 FINISH_EOS = "eos"
@@ -26,6 +32,15 @@ class SequenceOutput:
     finish_reason: str
     ends_with_stop_token: bool = False  # the last token is EOS or a stop token id, not text
     logprob: float | None = None  # sum of the model's log-probabilities of token_ids (outputLogProbs)
+
+
+@dataclass
+class Request:
+    """One prompt and the samples to draw from it; the samples share the prompt's prefill."""
+
+    prompt: list[int]  # token ids, at least one
+    seeds: list[int | None] = field(default_factory=lambda: [None])  # one per sample (None: greedy)
+    stop_ids: frozenset[int] = frozenset()  # this prompt's own stop tokens (FIM rows stop at FIM tokens)
 
 
 def left_pad(prompts: list[list[int]], pad_id: int, device: torch.device):
@@ -45,16 +60,18 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def prefill(model, input_ids, attention_mask, position_ids, cache, chunk_tokens: int = 0) -> torch.Tensor:
-    # input_ids: [B, S] -> logits of the last position: [B, V]
+    # input_ids: [B, S], attention_mask: [B, P+S] (P columns already in the cache) -> logits of
+    # the last position: [B, V]
     # A long batch goes through in chunks of columns of at most `chunk_tokens` tokens (rows x
     # columns), each attending to the cache of the chunks before it: activations stay bounded.
     rows, width = input_ids.shape
+    past = attention_mask.shape[1] - width
     step = max(1, chunk_tokens // rows) if chunk_tokens and rows * width > chunk_tokens else width
     for start in range(0, width, step):
         end = min(start + step, width)
         out = model(
             input_ids=input_ids[:, start:end],
-            attention_mask=attention_mask[:, :end],
+            attention_mask=attention_mask[:, :past + end],
             position_ids=position_ids[:, start:end],
             cache=cache,  # transformers >= 5.24 (past_key_values is deprecated)
             use_cache=True,
@@ -81,16 +98,225 @@ def seen_token_matrix(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> 
     return torch.where(attention_mask.bool(), input_ids, last)
 
 
-def shape_logits(logits, params: GenerationParams, step, seen, generated, banned_ids, end_ids):
-    """Penalties and bans, in transformers' order; returns logits ready for token choice."""
+def shape_logits(logits, params: GenerationParams, steps, seen, generated, banned_ids, end_ids):
+    """Penalties and bans, in transformers' order; returns logits ready for token choice.
+
+    steps: [B] tokens each row has generated so far (rows below minOutputLength cannot end).
+    """
     logits = sampling.apply_repetition_penalty(logits, seen, params.repetition_penalty)
     logits = sampling.apply_no_repeat_ngram(logits, generated, params.no_repeat_ngram_size)
-    if step < params.min_output_length:
-        logits = sampling.suppress(logits, end_ids)
+    too_short = [row for row, step in enumerate(steps) if step < params.min_output_length]
+    if too_short and end_ids.numel():
+        logits[torch.tensor(too_short)[:, None], end_ids[None, :]] = sampling.NEG_INF
     return sampling.suppress(logits, banned_ids)
 
 
+def prefill_rows(model, prompts: list[list[int]], pad_id: int, device, chunk_tokens: int) -> BatchRows:
+    """Prefill prompts as one left-padded batch: their rows, ready to choose a first token."""
+    from transformers import DynamicCache
+
+    input_ids, attention_mask = left_pad(prompts, pad_id, device)
+    positions = positions_from_mask(attention_mask)
+    cache = DynamicCache(config=model.config)
+    logits = prefill(model, input_ids, attention_mask, positions, cache, chunk_tokens)
+    return BatchRows(cache, attention_mask, positions[:, -1:] + 1, seen_token_matrix(input_ids, attention_mask), logits)
+
+
+def extend_row(model, prefix: BatchRows, prefix_ids: list[int], prompt: list[int], chunk_tokens: int) -> BatchRows:
+    """The row of `prompt`, started from the row of a prompt sharing its beginning: the shared
+    columns are copied, the rest is prefilled (the last prompt token at least, for its logits)."""
+    shared = common_prefix(prefix_ids, prompt)
+    row = _copy_rows(prefix, [0])
+    if shared == len(prompt) == len(prefix_ids):
+        return row  # the same prompt: its logits too
+    keep = min(shared, len(prompt) - 1)
+    row.crop(keep)
+    tail = torch.tensor([prompt[keep:]], dtype=torch.long, device=row.mask.device)
+    row.mask = torch.cat([row.mask, torch.ones_like(tail)], dim=1)
+    positions = torch.arange(keep, len(prompt), device=tail.device)[None, :]
+    row.logits = prefill(model, tail, row.mask, positions, row.cache, chunk_tokens)
+    row.seen = torch.cat([row.seen, tail], dim=1)
+    row.next_pos = row.next_pos.new_full(row.next_pos.shape, len(prompt))
+    return row
+
+
+class Scheduler:
+    """Which (request, sample) rows run next: waiting rows in the given order, admitted while the
+    batch has fewer than `max_rows` rows and rows x (longest prompt + max_new) <= `max_tokens`."""
+
+    def __init__(self, requests: list[Request], max_new: int, max_rows: int, max_tokens: int):
+        self.requests = requests
+        self.max_new = max_new
+        self.max_rows = max_rows
+        self.max_tokens = max_tokens
+        self.waiting = deque((r, s) for r, request in enumerate(requests) for s in range(len(request.seeds)))
+        self.reserved: list[int] = []  # prompt + max_new of each running row
+
+    def admit(self) -> list[tuple[int, int]]:
+        admitted = []
+        while self.waiting and len(self.reserved) < self.max_rows:
+            r, s = self.waiting[0]
+            need = len(self.requests[r].prompt) + self.max_new
+            rows = len(self.reserved) + 1
+            # The first row always runs, whatever its size.
+            if self.reserved and self.max_tokens and rows * max(need, *self.reserved) > self.max_tokens:
+                break
+            self.waiting.popleft()
+            self.reserved.append(need)
+            admitted.append((r, s))
+        return admitted
+
+    def finished(self, r: int) -> None:
+        self.reserved.remove(len(self.requests[r].prompt) + self.max_new)
+
+
 @torch.inference_mode()
+def generate_requests(
+    model,
+    requests: list[Request],
+    params: GenerationParams,
+    eos_id: int,
+    device: torch.device,
+    max_rows: int,
+    max_tokens: int = 0,
+    stop_check: Callable[[list[int]], bool] | None = None,
+    prefill_chunk_tokens: int = 0,
+    reuses: list[int | None] | None = None,
+) -> list[list[SequenceOutput]]:
+    """Every sample of every request; outputs per request, per sample, in the given order.
+
+    `reuses[r]`, an earlier request whose prompt starts as request r's does, or None: r starts
+    from that prompt's KV cache (which must hold all its columns: shorter than any sliding window).
+
+    At most `max_rows` rows decode together and rows x (longest prompt + max_output_length)
+    stays within `max_tokens` (0: no bound); when a row finishes, a waiting one takes its place.
+    Each sample draws from its own generator seeded by its seed, so its tokens depend only on the
+    seed and the prompt, not on the batch around it. `prefill_chunk_tokens` (0: no bound) bounds
+    the tokens of one prefill forward pass.
+    """
+    assert requests and all(r.prompt for r in requests), "every prompt needs at least one token"
+    assert max_rows >= 1, "max_rows must be at least 1"
+    end_ids = torch.tensor(sorted({eos_id, *params.stop_token_ids}), dtype=torch.long, device=device)
+    banned_ids = torch.tensor(list(params.ignore_token_ids), dtype=torch.long, device=device)
+    stop_ids = set(params.stop_token_ids)
+    scheduler = Scheduler(requests, params.max_output_length, max_rows, max_tokens)
+
+    generated: dict[tuple[int, int], list[int]] = {}
+    outputs: dict[tuple[int, int], SequenceOutput] = {}
+    logprobs: dict[tuple[int, int], float] = {}
+    prefilled: dict[int, BatchRows] = {}  # a prompt's own row, kept while some of its samples wait
+    reuses = reuses or [None] * len(requests)
+    reusers_left = [0] * len(requests)  # requests not yet admitted that start from this prompt's row
+    for j in reuses:
+        if j is not None:
+            reusers_left[j] += 1
+    prefix_rows: dict[int, BatchRows] = {}  # a prompt's own row, kept while requests reusing it wait
+    running: BatchRows | None = None
+    keys: list[tuple[int, int]] = []  # (request, sample) of each running row
+    generators: list[torch.Generator] = []
+
+    def admit() -> None:
+        nonlocal running
+        admitted = scheduler.admit()
+        if not admitted:
+            return
+        fresh = sorted({r for r, _ in admitted if r not in prefilled})
+        direct = [r for r in fresh if reuses[r] is None]
+        if direct:
+            rows = prefill_rows(model, [requests[r].prompt for r in direct], eos_id, device, prefill_chunk_tokens)
+            for i, r in enumerate(direct):
+                prefilled[r] = rows if len(direct) == 1 else _copy_rows(rows, [i])
+        for r in fresh:  # in request order: a prompt's row exists before the rows reusing it
+            j = reuses[r]
+            if j is not None:
+                prefilled[r] = extend_row(model, prefix_rows[j], requests[j].prompt, requests[r].prompt,
+                                          prefill_chunk_tokens)
+                reusers_left[j] -= 1
+                if not reusers_left[j]:
+                    del prefix_rows[j]
+            if reusers_left[r]:
+                prefix_rows[r] = _copy_rows(prefilled[r], [0])
+        # One row per admitted sample: copies of its prompt's prefilled row.
+        for r in dict.fromkeys(r for r, _ in admitted):
+            samples = [s for q, s in admitted if q == r]
+            still_waiting = any(q == r for q, _ in scheduler.waiting)
+            rows = _copy_rows(prefilled[r], [0] * len(samples)) if still_waiting or len(samples) > 1 else prefilled[r]
+            if not still_waiting:
+                del prefilled[r]
+            for s in samples:
+                keys.append((r, s))
+                generated[(r, s)] = []
+                logprobs[(r, s)] = 0.0
+                if params.do_sample:
+                    generators.append(torch.Generator(device="cpu").manual_seed(requests[r].seeds[s]))
+            if running is None:
+                running = rows
+            else:
+                running.join(rows)
+
+    admit()
+    while running is not None:
+        row_generated = [generated[k] for k in keys]
+        # The model's own distribution: taken before shape_logits, which edits the logits in place.
+        model_logprobs = torch.log_softmax(running.logits, dim=-1) if params.output_logprobs else None
+        shaped = shape_logits(running.logits, params, [len(g) for g in row_generated], running.seen,
+                              row_generated, banned_ids, end_ids)
+        chosen = sampling.next_tokens(
+            shaped.cpu() if params.do_sample else shaped,
+            params.do_sample, params.temperature, params.top_k, params.top_p, generators,
+        ).to(device)
+        if model_logprobs is not None:
+            for key, lp in zip(keys, model_logprobs.gather(1, chosen[:, None]).squeeze(1).tolist()):
+                logprobs[key] += lp
+
+        keep = []
+        for row, (key, token) in enumerate(zip(keys, chosen.tolist())):
+            tokens = generated[key]
+            tokens.append(token)
+            finish, by_token = None, True
+            if token == eos_id:
+                finish = FINISH_EOS
+            elif token in stop_ids or token in requests[key[0]].stop_ids:
+                finish = FINISH_STOP
+            elif stop_check is not None and stop_check(tokens):
+                finish, by_token = FINISH_STOP, False
+            elif len(tokens) == params.max_output_length:
+                finish, by_token = FINISH_LENGTH, False
+            if finish is None:
+                keep.append(row)
+                continue
+            outputs[key] = SequenceOutput(tokens, finish, by_token, logprobs[key] if params.output_logprobs else None)
+            scheduler.finished(key[0])
+
+        if keep:
+            if len(keep) < len(keys):
+                keep_t = torch.tensor(keep, dtype=torch.long, device=device)
+                running.select(keep_t)
+                chosen = chosen[keep_t]
+                keys = [keys[row] for row in keep]
+                generators = [generators[row] for row in keep] if generators else generators
+            running.append_tokens(chosen)
+            running.logits = decode_one_token(model, chosen[:, None], running.mask, running.next_pos, running.cache)
+            running.next_pos = running.next_pos + 1
+        else:
+            running, keys, generators = None, [], []
+        admit()
+
+    return [[outputs[(r, s)] for s in range(len(request.seeds))] for r, request in enumerate(requests)]
+
+
+def _copy_rows(rows: BatchRows, take: list[int]) -> BatchRows:
+    """New rows copied from `rows` (a row may be copied several times); `rows` stays as it is."""
+    import copy
+
+    index = torch.tensor(take, dtype=torch.long, device=rows.mask.device)
+    cache = copy.copy(rows.cache)
+    cache.layers = [copy.copy(layer) for layer in rows.cache.layers]
+    copied = BatchRows(cache, rows.mask, rows.next_pos, rows.seen, rows.logits)
+    copied.select(index)
+    return copied
+
+
 def generate_batch(
     model,
     prompts: list[list[int]],
@@ -102,74 +328,12 @@ def generate_batch(
     row_stop_ids: list[frozenset[int]] | None = None,
     prefill_chunk_tokens: int = 0,
 ) -> list[SequenceOutput]:
-    """Generate for every prompt (token ids, none empty); outputs in the prompts' order.
+    """Generate for every prompt (token ids, none empty) in one batch; outputs in the prompts' order.
 
     `row_stop_ids` adds stop tokens for single rows (fill-in-the-middle rows stop at FIM tokens).
-    `prefill_chunk_tokens` (0: no bound) bounds the tokens of one prefill forward pass.
     """
-    assert prompts and all(prompts), "every prompt needs at least one token"
-    from transformers import DynamicCache
-
-    input_ids, attention_mask = left_pad(prompts, eos_id, device)
-    positions = positions_from_mask(attention_mask)
-    cache = DynamicCache(config=model.config)
-    logits = prefill(model, input_ids, attention_mask, positions, cache, prefill_chunk_tokens)
-
-    generators = None
-    if params.do_sample:
-        generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-    end_ids = torch.tensor(sorted({eos_id, *params.stop_token_ids}), dtype=torch.long, device=device)
-    banned_ids = torch.tensor(list(params.ignore_token_ids), dtype=torch.long, device=device)
-    stop_ids = set(params.stop_token_ids)
-
-    slots = list(range(len(prompts)))  # batch slot -> prompt index
-    generated: list[list[int]] = [[] for _ in prompts]
-    finish: list[str | None] = [None] * len(prompts)
-    by_token = [False] * len(prompts)
-    logprobs = [0.0] * len(prompts) if params.output_logprobs else None
-    seen = seen_token_matrix(input_ids, attention_mask)
-    next_pos = positions[:, -1:] + 1
-
-    for step in range(params.max_output_length):
-        slot_generated = [generated[i] for i in slots]
-        # The model's own distribution: taken before shape_logits, which edits the logits in place.
-        model_logprobs = torch.log_softmax(logits, dim=-1) if logprobs is not None else None
-        shaped = shape_logits(logits, params, step, seen, slot_generated, banned_ids, end_ids)
-        chosen = sampling.next_tokens(
-            shaped.cpu() if params.do_sample else shaped,
-            params.do_sample, params.temperature, params.top_k, params.top_p, generators,
-        ).to(device)
-        if logprobs is not None:
-            for idx, lp in zip(slots, model_logprobs.gather(1, chosen[:, None]).squeeze(1).tolist()):
-                logprobs[idx] += lp
-
-        keep = []
-        for slot, (idx, token) in enumerate(zip(slots, chosen.tolist())):
-            generated[idx].append(token)
-            if token == eos_id:
-                finish[idx], by_token[idx] = FINISH_EOS, True
-            elif token in stop_ids or (row_stop_ids is not None and token in row_stop_ids[idx]):
-                finish[idx], by_token[idx] = FINISH_STOP, True
-            elif stop_check is not None and stop_check(generated[idx]):
-                finish[idx] = FINISH_STOP
-            elif step + 1 == params.max_output_length:
-                finish[idx] = FINISH_LENGTH
-            else:
-                keep.append(slot)
-        if not keep:
-            break
-        if len(keep) < len(slots):
-            keep_t = torch.tensor(keep, dtype=torch.long, device=device)
-            cache.batch_select_indices(keep_t)
-            attention_mask, next_pos, chosen, seen = (t[keep_t] for t in (attention_mask, next_pos, chosen, seen))
-            slots = [slots[s] for s in keep]
-            if generators is not None:
-                generators = [generators[s] for s in keep]
-
-        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(slots), 1))], dim=1)
-        seen = torch.cat([seen, chosen[:, None]], dim=1)
-        logits = decode_one_token(model, chosen[:, None], attention_mask, next_pos, cache)
-        next_pos = next_pos + 1
-
-    return [SequenceOutput(generated[i], finish[i], by_token[i], logprobs[i] if logprobs is not None else None)
-            for i in range(len(prompts))]
+    requests = [Request(p, [seeds[i] if seeds else None], row_stop_ids[i] if row_stop_ids else frozenset())
+                for i, p in enumerate(prompts)]
+    outputs = generate_requests(model, requests, params, eos_id, device, max_rows=len(prompts),
+                                stop_check=stop_check, prefill_chunk_tokens=prefill_chunk_tokens)
+    return [samples[0] for samples in outputs]

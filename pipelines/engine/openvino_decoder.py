@@ -2,7 +2,10 @@
 
 The pipeline schedules requests itself: finished sequences leave and waiting prompts take
 their slots at every step, prompts are prefilled in chunks beside running decodes, and the
-KV cache is paged, so no compute goes to padding. Tokenisation, truncation, stop strings and
+KV cache is paged, so no compute goes to padding. With prefix caching (ModelSpec.prefix_caching)
+a prompt's KV blocks are reused by every later prompt that starts the same way: requests are
+added in prefix order, each after the prefill of the request it shares its prefix with, since
+the cache is consulted when a request is added. Tokenisation, truncation, stop strings and
 detokenisation stay with the engine, so both engines read and write text the same way.
 """
 
@@ -11,14 +14,17 @@ from __future__ import annotations
 import os
 
 from pipelines import faults
-from pipelines.engine.generate import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, SequenceOutput
+from pipelines.engine.generate import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Request, SequenceOutput
 from pipelines.engine.params import InvalidParamError, ModelSpec
+from pipelines.engine.prefix_sharing import shared_prefixes
 
 # dtype -> OpenVINO CPU inference precision. The weights' own format (fp32, fp16, int8, int4)
 # is chosen at export; "auto" keeps the plugin's default for this CPU.
 _PRECISIONS = {"float32": "f32", "int8": "f32", "bfloat16": "bf16", "float16": "f16"}
 MAX_RUNNING_SEQUENCES = 64
 MAX_BATCHED_TOKENS = 2048  # tokens per scheduler step: prompt chunks plus one per running sequence
+# Prefixes shorter than this are not waited for: the cache reuses whole blocks (32 tokens on CPU).
+MIN_SHARED_TOKENS = 32
 
 
 def machine_cores() -> int:
@@ -43,11 +49,16 @@ def cpu_properties(spec: ModelSpec) -> dict:
 
 
 class OpenVINODecoder:
-    schedules_itself = True  # give it every request at once
+    returns_prompt_logits = False  # the pipeline returns generated tokens only: it cannot score
 
-    def __init__(self, pipeline, eos_id: int):
+    def __init__(self, pipeline, eos_id: int, prefix_caching: bool = True):
         self.pipeline = pipeline
         self.eos_id = eos_id
+        self.prefix_caching = prefix_caching
+        self._next_request_id = 0
+        # The highest share of the KV cache in use during the last generate() (blocks shared by
+        # prompts with a common prefix count once): how well prefixes were reused.
+        self.peak_cache_usage = 0.0
 
     @classmethod
     def load(cls, spec: ModelSpec, eos_id: int) -> "OpenVINODecoder":
@@ -65,14 +76,19 @@ class OpenVINODecoder:
         scheduler.max_num_seqs = MAX_RUNNING_SEQUENCES
         scheduler.max_num_batched_tokens = MAX_BATCHED_TOKENS
         scheduler.dynamic_split_fuse = True
-        return cls(og.ContinuousBatchingPipeline(spec.source, scheduler, "CPU", cpu_properties(spec)), eos_id)
+        scheduler.enable_prefix_caching = spec.prefix_caching
+        pipeline = og.ContinuousBatchingPipeline(spec.source, scheduler, "CPU", cpu_properties(spec))
+        return cls(pipeline, eos_id, spec.prefix_caching)
 
     def use_threads(self, n: int) -> None:
         pass  # fixed when the pipeline is compiled: the spec's num_threads, else the task's cores
 
-    def generate(self, prompts, params, seeds, stop_check, row_stop_ids) -> list[SequenceOutput]:
+    def generate(self, requests: list[Request], params, stop_check, max_rows: int = 0,
+                 max_tokens: int = 0) -> list[list[SequenceOutput]]:
+        """Every sample of every request; the pipeline's scheduler bounds rows and tokens itself."""
         import numpy as np
         import openvino as ov
+        import openvino_genai as og
 
         if params.ignore_token_ids:
             raise InvalidParamError(
@@ -83,15 +99,56 @@ class OpenVINODecoder:
                 "outputLogProbs is not supported by engine 'openvino': its pipeline does not return the model's "
                 "own log-probabilities (before sampling settings); use engine 'pytorch' for it"
             )
-        faults.check_batch(len(prompts))
-        inputs = [ov.Tensor(np.asarray([ids], dtype=np.int64)) for ids in prompts]
-        configs = [self._config(params, seed, row_stops) for seed, row_stops in zip(seeds, row_stop_ids)]
-        results = self.pipeline.generate(inputs, configs, None)
-        outputs = []
-        for result, row_stops in zip(results, row_stop_ids):
-            tokens = list(result.m_generation_ids[0])
-            outputs.append(self._finish(tokens, params, row_stops, stop_check))
-        return outputs
+        # One row per sample, in prefix order. A request's first row waits for the prefill of the
+        # request whose prefix it shares, its other samples for its first row: their blocks are reused.
+        order, reuses = shared_prefixes([q.prompt for q in requests], MIN_SHARED_TOKENS)
+        rows, waits_for, first_row = [], [], {}
+        for r in order:
+            request = requests[r]
+            first_row[r] = len(rows)
+            for s, seed in enumerate(request.seeds):
+                rows.append((request, seed))
+                if not self.prefix_caching:
+                    waits_for.append(None)
+                elif s:
+                    waits_for.append(first_row[r] if len(request.prompt) >= MIN_SHARED_TOKENS else None)
+                else:
+                    waits_for.append(None if reuses[r] is None else first_row[reuses[r]])
+        faults.check_batch(len(rows))
+        handles = [None] * len(rows)
+
+        def add(i: int) -> None:
+            request, seed = rows[i]
+            ids = ov.Tensor(np.asarray([request.prompt], dtype=np.int64))
+            handles[i] = self.pipeline.add_request(self._next_request_id, ids, self._config(params, seed, request.stop_ids))
+            self._next_request_id += 1
+
+        def prefilled(handle) -> bool:  # its first token exists, so its prompt's blocks are computed
+            return handle is not None and (handle.can_read() or handle.get_status() != og.GenerationStatus.RUNNING)
+
+        waiting = []
+        for i, first in enumerate(waits_for):
+            waiting.append(i) if first is not None else add(i)
+        self.peak_cache_usage = 0.0
+        while waiting or self.pipeline.has_non_finished_requests():
+            self.pipeline.step()
+            self.peak_cache_usage = max(self.peak_cache_usage, self.pipeline.get_metrics().cache_usage)
+            ready = [i for i in waiting if prefilled(handles[waits_for[i]])]
+            for i in ready:
+                add(i)
+            waiting = [i for i in waiting if handles[i] is None]
+
+        outputs = {}
+        for (request, seed), handle in zip(rows, handles):
+            if handle.get_status() != og.GenerationStatus.FINISHED:
+                raise RuntimeError(
+                    f"the OpenVINO pipeline did not finish a prompt of {len(request.prompt)} tokens "
+                    f"({handle.get_status().name}): it may not fit the KV cache; raise kvCacheSizeGB "
+                    "(model.kv_cache_gb) or lower maxInputLength"
+                )
+            tokens = list(handle.read_all()[0].generated_ids)
+            outputs.setdefault(id(request), []).append(self._finish(tokens, params, request.stop_ids, stop_check))
+        return [outputs[id(request)] for request in requests]
 
     def _config(self, params, seed, row_stops):
         import openvino_genai as og

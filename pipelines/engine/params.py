@@ -129,6 +129,9 @@ class ModelSpec:
     # Memory for the KV cache per worker: openvino allocates it once; pytorch keeps every batch's
     # rows x (longest prompt + new tokens) within it.
     kv_cache_gb: int = 1
+    # Reuse the KV cache of a prompt prefix already computed (openvino: the pipeline's prefix cache;
+    # the samples of one prompt share its prefill on both engines whatever this says).
+    prefix_caching: bool = True
 
     def __post_init__(self):
         check_param("model source", bool(self.source), "a model directory or hub id", self.source)
@@ -139,7 +142,7 @@ class ModelSpec:
         validate_generation_value("kvCacheSizeGB", self.kv_cache_gb)
 
     def cache_key(self) -> tuple:
-        return (self.source, self.device, self.dtype, self.engine, self.kv_cache_gb)
+        return (self.source, self.device, self.dtype, self.engine, self.kv_cache_gb, self.prefix_caching)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import torch
 
 from pipelines import faults
-from pipelines.engine.engine import plan_batches
 from pipelines.engine.params import InvalidParamError, ScoringParams
 
 # Logits of one LM-head chunk (rows x vocabulary, float32): 49,152 columns -> ~680 rows.
@@ -56,6 +55,20 @@ class DocumentScore:
     @property
     def perplexity(self) -> float:
         return math.exp(-self.mean_logprob) if self.scored_tokens else math.nan
+
+
+def plan_batches(lengths: list[int], batch_size: int, max_new: int, max_batch_tokens: int = 0):
+    """Split requests sorted by prompt length into [start, end) batches within both bounds."""
+    start = 0
+    while start < len(lengths):
+        end = start + 1
+        while end < len(lengths) and end - start < batch_size:
+            # Sorted ascending, so lengths[end] is the batch's longest prompt if it joins.
+            if max_batch_tokens and (end - start + 1) * (lengths[end] + max_new) > max_batch_tokens:
+                break
+            end += 1
+        yield start, end
+        start = end
 
 
 def failed_score(error: BaseException) -> DocumentScore:
@@ -138,7 +151,7 @@ class DocumentScorer:
     @classmethod
     def from_engine(cls, engine) -> "DocumentScorer":
         decoder = engine.decoder
-        if getattr(decoder, "schedules_itself", False) or not hasattr(decoder, "model"):
+        if not getattr(decoder, "returns_prompt_logits", False):
             raise InvalidParamError(
                 "engine 'openvino' cannot score documents: the OpenVINO GenAI continuous-batching pipeline "
                 "returns no logits for prompt tokens. Use engine 'pytorch' with the model's safetensors directory"
