@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 _cache: dict = {}
-RESULT_SCHEMA = "text string, tokens int"
+RESULT_SCHEMA = "texts array<string>, tokens int"
 
 
 def load_hf(model_dir: str, padding_side: str = "right"):
@@ -42,7 +42,33 @@ def new_token_counts(new_tokens, eos_id: int) -> list[int]:
     return counts
 
 
-def naive_udf(model_dir: str, max_new_tokens: int):
+def hf_generate(tokenizer, model, prompts: list[str], max_new_tokens: int, n: int = 1, stop_strings=None,
+                **sampling):
+    """transformers' generate on a (left-padded) batch: n texts per prompt and the tokens generated.
+
+    Greedy unless sampling settings are given; stop_strings end a row as the pipeline's do.
+    """
+    import torch
+
+    enc = tokenizer(prompts, return_tensors="pt", padding=True)
+    extra = {"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=bool(sampling), num_return_sequences=n,
+                             pad_token_id=tokenizer.eos_token_id, **extra, **sampling)
+    new = out[:, enc["input_ids"].shape[1]:]
+    texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+    counts = new_token_counts(new, tokenizer.eos_token_id)
+    return [texts[i * n:(i + 1) * n] for i in range(len(prompts))], [sum(counts[i * n:(i + 1) * n]) for i in range(len(prompts))]
+
+
+def hf_batched_generate(tokenizer, model, prompts: list[str], max_new_tokens: int):
+    """Greedy batched generate: (first text per prompt, tokens generated per prompt)."""
+    texts, tokens = hf_generate(tokenizer, model, prompts, max_new_tokens)
+    return [t[0] for t in texts], tokens
+
+
+def naive_udf(model_dir: str, max_new_tokens: int, **generate_settings):
+    """The model card's usage: one prompt at a time (n samples of it in one call)."""
     from pyspark.sql.functions import pandas_udf
 
     @pandas_udf(RESULT_SCHEMA)
@@ -50,43 +76,30 @@ def naive_udf(model_dir: str, max_new_tokens: int):
         tokenizer, model = load_hf(model_dir)
         texts, tokens = [], []
         for prompt in prompts:
-            inputs = tokenizer(prompt, return_tensors="pt")
-            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.eos_token_id)
-            new = out[:, inputs["input_ids"].shape[1]:]
-            texts.append(tokenizer.decode(new[0], skip_special_tokens=True))
-            tokens.append(new_token_counts(new, tokenizer.eos_token_id)[0])
-        return pd.DataFrame({"text": texts, "tokens": tokens})
+            (row,), (count,) = hf_generate(tokenizer, model, [prompt], max_new_tokens, **generate_settings)
+            texts.append(row)
+            tokens.append(count)
+        return pd.DataFrame({"texts": texts, "tokens": tokens})
 
     return generate
 
 
-def hf_batched_generate(tokenizer, model, prompts: list[str], max_new_tokens: int):
-    import torch
-
-    enc = tokenizer(prompts, return_tensors="pt", padding=True)
-    with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.eos_token_id)
-    new = out[:, enc["input_ids"].shape[1]:]
-    return tokenizer.batch_decode(new, skip_special_tokens=True), new_token_counts(new, tokenizer.eos_token_id)
-
-
-def predict_batch_udf_generate(model_dir: str, max_new_tokens: int, batch_size: int):
+def predict_batch_udf_generate(model_dir: str, max_new_tokens: int, batch_size: int, **generate_settings):
     from pyspark.ml.functions import predict_batch_udf
-    from pyspark.sql.types import IntegerType, StringType, StructField, StructType
+    from pyspark.sql.types import ArrayType, IntegerType, StringType, StructField, StructType
 
     def make_predict_fn():
         tokenizer, model = load_hf(model_dir, padding_side="left")
 
         def predict(prompts: np.ndarray) -> dict:
-            texts, tokens = hf_batched_generate(tokenizer, model, [str(p) for p in prompts], max_new_tokens)
-            return {"text": np.array(texts), "tokens": np.array(tokens, dtype=np.int32)}
+            texts, tokens = hf_generate(tokenizer, model, [str(p) for p in prompts], max_new_tokens,
+                                        **generate_settings)
+            return {"texts": np.array(texts, dtype=object), "tokens": np.array(tokens, dtype=np.int32)}
 
         return predict
 
     return predict_batch_udf(
         make_predict_fn,
-        return_type=StructType([StructField("text", StringType()), StructField("tokens", IntegerType())]),
+        return_type=StructType([StructField("texts", ArrayType(StringType())), StructField("tokens", IntegerType())]),
         batch_size=batch_size,
     )

@@ -127,6 +127,19 @@ def export_openvino(model_dir: str, dest: Path, weights: str) -> str:
 
 # --- Spark approaches -------------------------------------------------------------------------
 
+def pipeline_config(table: str, model_dir: str, out: str, generation: dict, **model):
+    """The generation job's config for a benchmark table (id, prompt): one shard of two partitions,
+    one thread per task, float32."""
+    from pipelines.config import config_from_dict
+
+    return config_from_dict({
+        "input": {"path": table, "id_col": "id", "text_col": "prompt"},
+        "model": {"source": model_dir, "num_threads": 1, "dtype": "float32", **model},
+        "generation": generation,
+        "output": {"path": out, "shards": 1, "partitions_per_shard": 2},
+    })
+
+
 def spark_session():
     from pyspark.sql import SparkSession
 
@@ -198,19 +211,13 @@ def spark_approach(name, model_dir, table, warmup_table, max_new, batch_size, ou
 
     import baselines
     from pipelines import generation_job
-    from pipelines.config import config_from_dict
 
     spark = spark_session()
 
     def run(path, new_tokens):
         out = f"{out_dir}/{name}-{time.time_ns()}"
         if name.startswith("pipeline"):
-            config = config_from_dict({
-                "input": {"path": path, "id_col": "id", "text_col": "prompt"},
-                "model": {"source": model_dir, "num_threads": 1, "dtype": "float32"},
-                "generation": {"max_output_length": new_tokens, "batch_size": batch_size},
-                "output": {"path": out, "shards": 1, "partitions_per_shard": 2},
-            })
+            config = pipeline_config(path, model_dir, out, {"max_output_length": new_tokens, "batch_size": batch_size})
             return generation_job.run(spark, config).completion_tokens
         udf = (baselines.naive_udf(model_dir, new_tokens) if name == "naive"
                else baselines.predict_batch_udf_generate(model_dir, new_tokens, batch_size))
