@@ -115,9 +115,10 @@ class GenerationEngine:
     ) -> list[list[Completion]]:
         """For each prompt, `params.n_return_sequences` completions, in the prompts' order.
 
-        `max_batch_tokens` (0: no bound) caps rows x (longest prompt + max_output_length) per batch,
-        which bounds the KV cache and activations of every forward pass; batches also stay within
-        the KV cache memory the model spec gives (kv_cache_gb).
+        At most `batch_size` rows decode together (PyTorch: a finished row's place goes to the next
+        waiting prompt or sample); `max_batch_tokens` (0: no bound) caps running rows x (longest
+        prompt + max_output_length), which bounds the KV cache and activations of every forward pass;
+        the rows also stay within the KV cache memory the model spec gives (kv_cache_gb).
         """
         if params.n_return_sequences > 1 and not params.do_sample:
             raise InvalidParamError("nReturnSequences > 1 needs doSample=True: greedy decoding gives one answer")
