@@ -239,7 +239,7 @@ def generate_requests(
         # One row per admitted sample: copies of its prompt's prefilled row.
         for r in dict.fromkeys(r for r, _ in admitted):
             samples = [s for q, s in admitted if q == r]
-            still_waiting = any(q == r for q, _ in scheduler.waiting)
+            still_waiting = samples[-1] < len(requests[r].seeds) - 1  # samples are admitted in order
             rows = _copy_rows(prefilled[r], [0] * len(samples)) if still_waiting or len(samples) > 1 else prefilled[r]
             if not still_waiting:
                 del prefilled[r]
