@@ -138,3 +138,6 @@ def test_threads_are_pinned_only_when_the_pipeline_has_the_machine(monkeypatch):
     alone = openvino_decoder.cpu_properties(ModelSpec(source=OV_DIR, num_threads=0))
     assert alone["INFERENCE_NUM_THREADS"] == 4 and alone["ENABLE_CPU_PINNING"] is True
     assert "INFERENCE_PRECISION_HINT" not in alone  # auto: the plugin's default for this CPU
+    # Sampling (and its stop-string detokenising) on one thread, alone or shared: with more,
+    # OpenVINO GenAI's detokenizer queue can leave a sampling thread waiting forever.
+    assert shared["sampler_num_threads"] == alone["sampler_num_threads"] == 1

@@ -42,6 +42,10 @@ def cpu_properties(spec: ModelSpec) -> dict:
     # OpenVINO pins a pipeline's threads to the first cores it sees: Spark tasks sharing a machine
     # would all pin to the same cores and halve each other's speed, so pin only a pipeline alone.
     properties = {"INFERENCE_NUM_THREADS": threads, "ENABLE_CPU_PINNING": threads >= cores}
+    # One sampling thread (the pipeline's default is one per core of the machine): with several,
+    # two threads detokenising for stop strings at once can leave one waiting forever for the
+    # pipeline's detokenizer (a race in OpenVINO GenAI's request queue), and `step()` never returns.
+    properties["sampler_num_threads"] = 1
     precision = _PRECISIONS.get(spec.dtype)
     if precision:
         properties.update(INFERENCE_PRECISION_HINT=precision, KV_CACHE_PRECISION=precision)
