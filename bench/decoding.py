@@ -241,6 +241,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--plot-only", action="store_true", help="redraw --out/decoding.png from the results there")
     args = parser.parse_args(argv)
+    if args.model == "trained" and args.workload == "shared-prefix":
+        parser.error("--model trained runs the sampling workload: the shared-prefix workload's fill-in-the-middle "
+                     "prompts need a model with FIM tokens (the random StarCoder2-architecture model)")
     if args.plot_only:
         plot(Path(args.out))
         return 0
@@ -333,8 +336,9 @@ def plot(out: Path) -> None:
     files = [(title, json.loads(path.read_text())) for title, path in files if path.exists()]
     fig, axes = plt.subplots(1, len(files), figsize=(5 * len(files), 4.5), squeeze=False)
     for ax, (title, results) in zip(axes[0], files):
-        names = [k for k in ("naive", "expert", "pipeline", "pipeline_no_prefix_reuse", "engine", "pipeline_openvino",
-                             "pipeline_openvino_no_prefix_reuse", "engine_openvino") if k in results]
+        names = [k for k in ("naive", "expert", "pipeline", "pipeline_no_prefix_reuse", "engine", "engine_no_prefix_reuse",
+                             "pipeline_openvino", "pipeline_openvino_no_prefix_reuse", "engine_openvino",
+                             "engine_openvino_no_prefix_reuse") if k in results]
         rates = [results[k]["sequences_per_s"] for k in names]
         ax.barh(names[::-1], rates[::-1], color=["grey" if n in ("naive", "expert") else "tab:blue" for n in names[::-1]])
         ax.set_xlabel("completed sequences / s (median)")
