@@ -67,8 +67,6 @@ def timed_run(source, prompts, mode, new_tokens, threads, rows):
 
 def phase_profile(model_dir, prompts, new_tokens, threads, rows, stops):
     """Seconds per phase of the PyTorch decode loop (one sampling run after a warm-up)."""
-    import torch
-
     from pipelines.engine import batch_rows, engine as engine_module, generate, sampling
     from pipelines.engine.engine import GenerationEngine
     from pipelines.engine.params import GenerationParams, ModelSpec
@@ -91,20 +89,14 @@ def phase_profile(model_dir, prompts, new_tokens, threads, rows, stops):
     timer(generate, "decode_one_token", "forward, decode steps")
     timer(generate, "prefill", "forward, prefill")
     timer(generate, "shape_logits", "logits shaping (penalties, bans)")
-    timer(generate.sampling, "next_tokens", "token choice")
+    timer(sampling, "next_tokens", "token choice")
     timer(sampling, "top_p_filter", "  top-p filter (sort, softmax, cumsum, scatter)")
     timer(sampling, "sample", "  draws (multinomial per row)")
     timer(engine_module.StopStrings, "__call__", "stop-string checks")
     for name in ("append_tokens", "select", "join"):
         timer(batch_rows.BatchRows, name, "KV-cache rows (append, select, join)")
-    head = engine.model.get_output_embeddings()
-    head_started = {}
-    head.register_forward_pre_hook(lambda *_: head_started.__setitem__("t", time.perf_counter()))
-    head.register_forward_hook(
-        lambda *_: spent.__setitem__("  LM head (in the forward passes)",
-                                     spent["  LM head (in the forward passes)"] + time.perf_counter() - head_started["t"]))
+    timer(engine.model.get_output_embeddings(), "forward", "  LM head (in the forward passes)")
     params = dataclasses.replace(params_for("sampling", new_tokens), min_output_length=0, stop_strings=stops)
-    torch.manual_seed(0)
     started = time.perf_counter()
     results = engine.complete(prompts, params, rows)
     total = time.perf_counter() - started
