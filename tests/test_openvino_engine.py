@@ -138,6 +138,24 @@ def test_threads_are_pinned_only_when_the_pipeline_has_the_machine(monkeypatch):
     alone = openvino_decoder.cpu_properties(ModelSpec(source=OV_DIR, num_threads=0))
     assert alone["INFERENCE_NUM_THREADS"] == 4 and alone["ENABLE_CPU_PINNING"] is True
     assert "INFERENCE_PRECISION_HINT" not in alone  # auto: the plugin's default for this CPU
-    # Sampling (and its stop-string detokenising) on one thread, alone or shared: with more,
-    # OpenVINO GenAI's detokenizer queue can leave a sampling thread waiting forever.
-    assert shared["sampler_num_threads"] == alone["sampler_num_threads"] == 1
+    # The sampler gets the pipeline's threads, not one per core of the machine.
+    assert shared["sampler_num_threads"] == 1 and alone["sampler_num_threads"] == 4
+
+
+def test_stop_strings_are_checked_by_the_engine_not_the_pipeline(ov, prompts):
+    # Stop strings given to the pipeline make its sampling threads detokenise, and a race in
+    # OpenVINO GenAI's detokenizer queue can then leave step() waiting forever.
+    sampled = dict(max_output_length=40, do_sample=True, temperature=1.0, random_seed=3, n_return_sequences=3)
+    assert ov.decoder._config(GenerationParams(**sampled, stop_strings=["return"]), 1, ()).stop_strings == set()
+    plain = ov.complete(prompts[:4], GenerationParams(**sampled))
+    stop = plain[0][1].completion[5:8]
+    cut = ov.complete(prompts[:4], GenerationParams(**sampled, stop_strings=[stop]))
+    stopped = 0
+    for plain_row, cut_row in zip(plain, cut):
+        for whole, part in zip(plain_row, cut_row):
+            if stop in whole.completion:  # each sample's draws do not depend on when others stop
+                stopped += 1
+                assert part.finish_reason == "stop" and part.completion == whole.completion[:whole.completion.index(stop)]
+            else:
+                assert part.completion == whole.completion
+    assert stopped >= 1

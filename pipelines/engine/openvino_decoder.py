@@ -6,7 +6,8 @@ KV cache is paged, so no compute goes to padding. With prefix caching (ModelSpec
 a prompt's KV blocks are reused by every later prompt that starts the same way: requests are
 added in prefix order, each after the prefill of the request it shares its prefix with, since
 the cache is consulted when a request is added. Tokenisation, truncation, stop strings and
-detokenisation stay with the engine, so both engines read and write text the same way.
+detokenisation stay with the engine, so both engines read and write text the same way: the
+engine reads each sequence's tokens after every step and stops it at a stop string itself.
 """
 
 from __future__ import annotations
@@ -42,10 +43,11 @@ def cpu_properties(spec: ModelSpec) -> dict:
     # OpenVINO pins a pipeline's threads to the first cores it sees: Spark tasks sharing a machine
     # would all pin to the same cores and halve each other's speed, so pin only a pipeline alone.
     properties = {"INFERENCE_NUM_THREADS": threads, "ENABLE_CPU_PINNING": threads >= cores}
-    # One sampling thread (the pipeline's default is one per core of the machine): with several,
-    # two threads detokenising for stop strings at once can leave one waiting forever for the
-    # pipeline's detokenizer (a race in OpenVINO GenAI's request queue), and `step()` never returns.
-    properties["sampler_num_threads"] = 1
+    # The sampler's threads (its default is one per core of the machine, too many for a task that
+    # shares it). The pipeline is never given stop strings: its sampler would detokenise for them
+    # from several threads, and a race in OpenVINO GenAI's detokenizer queue can leave one waiting
+    # forever, so that `step()` never returns; the engine checks stop strings itself.
+    properties["sampler_num_threads"] = threads
     precision = _PRECISIONS.get(spec.dtype)
     if precision:
         properties.update(INFERENCE_PRECISION_HINT=precision, KV_CACHE_PRECISION=precision)
@@ -120,38 +122,61 @@ class OpenVINODecoder:
                     waits_for.append(None if reuses[r] is None else first_row[reuses[r]])
         faults.check_batch(len(rows))
         handles = [None] * len(rows)
+        tokens = [[] for _ in rows]  # each row's tokens, read from its handle after every step
+        running, stopped = set(), set()
 
         def add(i: int) -> None:
             request, seed = rows[i]
             ids = ov.Tensor(np.asarray([request.prompt], dtype=np.int64))
             handles[i] = self.pipeline.add_request(self._next_request_id, ids, self._config(params, seed, request.stop_ids))
             self._next_request_id += 1
+            running.add(i)
 
-        def prefilled(handle) -> bool:  # its first token exists, so its prompt's blocks are computed
-            return handle is not None and (handle.can_read() or handle.get_status() != og.GenerationStatus.RUNNING)
+        def collect(i: int) -> bool:
+            """Reads row i's new tokens; stops it at a stop string. True once the row is done."""
+            handle = handles[i]
+            while handle.can_read():
+                for output in handle.read().values():
+                    tokens[i].extend(output.generated_ids)
+            if handle.get_status() != og.GenerationStatus.RUNNING:
+                return True
+            if stop_check is not None and tokens[i] and stop_check(tokens[i]):
+                handle.stop()  # the scheduler drops it before the next forward pass
+                stopped.add(i)
+                return True
+            return False
+
+        def prefilled(i: int) -> bool:
+            # Its first token exists, so its prompt's KV blocks are computed. Until the next step
+            # the last, partly filled block still holds the prompt alone and is reused whole.
+            return bool(tokens[i]) or (handles[i] is not None and i not in running)
 
         waiting = []
         for i, first in enumerate(waits_for):
             waiting.append(i) if first is not None else add(i)
         self.peak_cache_usage = 0.0
-        while waiting or self.pipeline.has_non_finished_requests():
+        while waiting or running:
             self.pipeline.step()
             self.peak_cache_usage = max(self.peak_cache_usage, self.pipeline.get_metrics().cache_usage)
-            ready = [i for i in waiting if prefilled(handles[waits_for[i]])]
+            running -= {i for i in running if collect(i)}
+            ready = [i for i in waiting if prefilled(waits_for[i])]
             for i in ready:
                 add(i)
             waiting = [i for i in waiting if handles[i] is None]
+        if self.pipeline.has_non_finished_requests():
+            # Rows stopped in the last step: a step with nothing left to run frees them (marking
+            # them out of memory, which does not matter any more).
+            self.pipeline.step()
 
         outputs = {}
-        for (request, seed), handle in zip(rows, handles):
-            if handle.get_status() != og.GenerationStatus.FINISHED:
+        for i, ((request, seed), handle, row_tokens) in enumerate(zip(rows, handles, tokens)):
+            if i not in stopped and handle.get_status() != og.GenerationStatus.FINISHED:
                 raise RuntimeError(
                     f"the OpenVINO pipeline did not finish a prompt of {len(request.prompt)} tokens "
                     f"({handle.get_status().name}): it may not fit the KV cache; raise kvCacheSizeGB "
                     "(model.kv_cache_gb) or lower maxInputLength"
                 )
-            tokens = list(handle.read_all()[0].generated_ids)
-            outputs.setdefault(id(request), []).append(self._finish(tokens, params, request.stop_ids, stop_check))
+            outputs.setdefault(id(request), []).append(self._finish(row_tokens, params, request.stop_ids, stop_check))
         return [outputs[id(request)] for request in requests]
 
     def _config(self, params, seed, row_stops):
@@ -162,9 +187,6 @@ class OpenVINODecoder:
         config.min_new_tokens = params.min_output_length
         config.set_eos_token_id(self.eos_id)
         config.stop_token_ids = {self.eos_id, *params.stop_token_ids, *row_stops}
-        if params.stop_strings:
-            config.stop_strings = set(params.stop_strings)
-            config.include_stop_str_in_output = True  # the engine cuts the text itself
         config.repetition_penalty = params.repetition_penalty
         config.no_repeat_ngram_size = params.no_repeat_ngram_size or config.no_repeat_ngram_size
         if params.do_sample:
