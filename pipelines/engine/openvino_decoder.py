@@ -22,7 +22,11 @@ from pipelines.engine.prefix_sharing import shared_prefixes
 # dtype -> OpenVINO CPU inference precision. The weights' own format (fp32, fp16, int8, int4)
 # is chosen at export; "auto" keeps the plugin's default for this CPU.
 _PRECISIONS = {"float32": "f32", "int8": "f32", "bfloat16": "bf16", "float16": "f16"}
-MAX_RUNNING_SEQUENCES = 64
+# Rows in the pipeline at once (admitted by the engine: with dynamic split-fuse the scheduler
+# would run every added request, and past the KV cache it preempts and recomputes them).
+MAX_RUNNING_SEQUENCES = 128
+# No row is admitted while the KV cache is fuller than this: running rows still need blocks.
+ADMIT_BELOW_CACHE_USAGE = 90.0  # percent, as the pipeline reports it
 MAX_BATCHED_TOKENS = 2048  # tokens per scheduler step: prompt chunks plus one per running sequence
 # Prefixes shorter than this are not waited for: the cache reuses whole blocks (32 tokens on CPU).
 MIN_SHARED_TOKENS = 32
@@ -91,7 +95,8 @@ class OpenVINODecoder:
 
     def generate(self, requests: list[Request], params, stop_check, max_rows: int = 0,
                  max_tokens: int = 0) -> list[list[SequenceOutput]]:
-        """Every sample of every request; the pipeline's scheduler bounds rows and tokens itself."""
+        """Every sample of every request. Rows are bounded by MAX_RUNNING_SEQUENCES and the KV cache,
+        not by max_rows / max_tokens (batchSize, maxBatchTokens): the scheduler batches its rows itself."""
         import numpy as np
         import openvino as ov
         import openvino_genai as og
@@ -151,18 +156,28 @@ class OpenVINODecoder:
             # the last, partly filled block still holds the prompt alone and is reused whole.
             return bool(tokens[i]) or (handles[i] is not None and i not in running)
 
-        waiting = []
-        for i, first in enumerate(waits_for):
-            waiting.append(i) if first is not None else add(i)
-        self.peak_cache_usage = 0.0
+        def admit() -> None:
+            # In row order; a row whose prefix is not computed yet keeps its place (its turn comes
+            # right after that prefill), and later rows may go ahead of it.
+            if running and cache_usage >= ADMIT_BELOW_CACHE_USAGE:
+                return
+            places = MAX_RUNNING_SEQUENCES - len(running)
+            for i in waiting:
+                if places <= 0:
+                    break
+                if waits_for[i] is None or prefilled(waits_for[i]):
+                    add(i)
+                places -= 1
+
+        waiting = list(range(len(rows)))
+        cache_usage = self.peak_cache_usage = 0.0
         while waiting or running:
-            self.pipeline.step()
-            self.peak_cache_usage = max(self.peak_cache_usage, self.pipeline.get_metrics().cache_usage)
-            running -= {i for i in running if collect(i)}
-            ready = [i for i in waiting if prefilled(waits_for[i])]
-            for i in ready:
-                add(i)
+            admit()
             waiting = [i for i in waiting if handles[i] is None]
+            self.pipeline.step()
+            cache_usage = self.pipeline.get_metrics().cache_usage
+            self.peak_cache_usage = max(self.peak_cache_usage, cache_usage)
+            running -= {i for i in running if collect(i)}
         if self.pipeline.has_non_finished_requests():
             # Rows stopped in the last step: a step with nothing left to run frees them (marking
             # them out of memory, which does not matter any more).
