@@ -159,3 +159,25 @@ def test_stop_strings_are_checked_by_the_engine_not_the_pipeline(ov, prompts):
             else:
                 assert part.completion == whole.completion
     assert stopped >= 1
+
+
+def test_the_engine_bounds_the_rows_in_the_pipeline(ov, prompts, monkeypatch):
+    from pipelines.engine import openvino_decoder
+
+    params = GenerationParams(max_output_length=8, do_sample=True, random_seed=5, n_return_sequences=3)
+    unbounded = [[c.completion for c in row] for row in ov.complete(prompts[:6], params)]
+    pipeline, in_pipeline = ov.decoder.pipeline, []
+
+    class Counting:  # the pipeline, counting its requests at every step
+        def __getattr__(self, name):
+            return getattr(pipeline, name)
+
+        def step(self):
+            pipeline.step()
+            in_pipeline.append(pipeline.get_metrics().requests)
+
+    monkeypatch.setattr(openvino_decoder, "MAX_RUNNING_SEQUENCES", 4)
+    monkeypatch.setattr(ov.decoder, "pipeline", Counting())
+    bounded = [[c.completion for c in row] for row in ov.complete(prompts[:6], params)]
+    assert bounded == unbounded  # 18 rows, at most 4 at a time: the same samples
+    assert max(in_pipeline) <= 4 and len(in_pipeline) > 3 * 8
