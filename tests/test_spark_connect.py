@@ -4,6 +4,7 @@ classic session."""
 
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,11 +13,22 @@ from test_entry_points import run
 
 CONNECT = {"SPARK_REMOTE": "local[2]"}
 GENERATION_COLUMNS = ["id", "completion", "prompt_tokens", "completion_tokens", "finish_reason", "truncated", "error"]
+SAMPLE_CORPUS = Path(__file__).resolve().parent.parent / "pipelines" / "assets" / "sample-corpus" / "prompts.parquet"
 
 
-def generate(out, env=None, *settings):
-    result = run(["jobs/generate.py", "--conf", "conf/local.yaml", "--set", f"output.path={out}",
-                  "--set", "generation.max_output_length=8", *settings], env=env)
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Every 8th row of the bundled sample corpus (46 of 367: both kinds, prompts of 133 to 1,555
+    characters): what the session type could change shows on a few rows; the embedded default's full
+    runs are in test_entry_points and test_score_job."""
+    path = tmp_path_factory.mktemp("corpus") / "prompts.parquet"
+    pd.read_parquet(SAMPLE_CORPUS).iloc[::8].to_parquet(path, index=False)
+    return path
+
+
+def generate(out, env=None, *settings, corpus):
+    result = run(["jobs/generate.py", "--conf", "conf/local.yaml", "--set", f"input.path={corpus}",
+                  "--set", f"output.path={out}", "--set", "generation.max_output_length=8", *settings], env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -26,15 +38,15 @@ def rows(path, columns):
 
 
 @pytest.fixture(scope="module")
-def classic_generations(tmp_path_factory):
+def classic_generations(tmp_path_factory, corpus):
     out = tmp_path_factory.mktemp("classic") / "generations"
-    generate(out)
+    generate(out, corpus=corpus)
     return out
 
 
-def test_generation_job_on_spark_connect_writes_what_a_classic_session_writes(classic_generations, tmp_path):
+def test_generation_job_on_spark_connect_writes_what_a_classic_session_writes(classic_generations, corpus, tmp_path):
     out = tmp_path / "generations"
-    result = generate(out, CONNECT)
+    result = generate(out, CONNECT, corpus=corpus)
     assert "SparkContext" not in result.stderr
     pd.testing.assert_frame_equal(rows(out, GENERATION_COLUMNS), rows(classic_generations, GENERATION_COLUMNS))
     for marker in ("_SUCCESS", "_job.json", "_summary.json"):
@@ -44,24 +56,24 @@ def test_generation_job_on_spark_connect_writes_what_a_classic_session_writes(cl
     assert json.loads((out / "_job.json").read_text()) == json.loads((classic_generations / "_job.json").read_text())
 
 
-def test_resume_on_spark_connect_writes_only_the_missing_shard(classic_generations, tmp_path):
+def test_resume_on_spark_connect_writes_only_the_missing_shard(classic_generations, corpus, tmp_path):
     out = tmp_path / "generations"
-    generate(out, CONNECT, "--set", "output.mode=resume")
+    generate(out, CONNECT, "--set", "output.mode=resume", corpus=corpus)
     shutil.rmtree(out / "shard=00002")  # as if the run had been killed while writing it
     (out / "_SUCCESS").unlink()
-    result = generate(out, CONNECT, "--set", "output.mode=resume")
+    result = generate(out, CONNECT, "--set", "output.mode=resume", corpus=corpus)
     assert "1 of 4 shards to write" in result.stderr
     pd.testing.assert_frame_equal(rows(out, GENERATION_COLUMNS), rows(classic_generations, GENERATION_COLUMNS))
     assert (out / "_SUCCESS").is_file()
 
 
-def test_scoring_job_on_spark_connect_writes_what_a_classic_session_writes(tmp_path):
+def test_scoring_job_on_spark_connect_writes_what_a_classic_session_writes(corpus, tmp_path):
     columns = ["id", "tokens", "windows", "logprob", "perplexity", "error"]
     tables = {}
     for name, env in (("classic", None), ("connect", CONNECT)):
         out = tmp_path / name
-        result = run(["jobs/score.py", "--conf", "conf/score-local.yaml", "--set", f"output.path={out}",
-                      "--set", "scoring.max_input_length=64", "--set", "scoring.stride=32"], env=env)
+        result = run(["jobs/score.py", "--conf", "conf/score-local.yaml", "--set", f"input.path={corpus}",
+                      "--set", f"output.path={out}", "--set", "scoring.max_input_length=64", "--set", "scoring.stride=32"], env=env)
         assert result.returncode == 0, result.stderr[-3000:]
         assert (out / "_SUCCESS").is_file() and (out / "_summary.json").is_file()
         tables[name] = rows(out, columns)
