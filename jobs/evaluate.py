@@ -91,11 +91,19 @@ def main(argv=None) -> int:
         print(f"error: pass@{max(ks)} needs --samples >= {max(ks)}", file=sys.stderr)
         return 2
 
+    from pipelines.output_guard import OutputRefusedError
+    from pipelines.output_swap import WholeOutput
+
+    try:
+        WholeOutput.check(args.out, {}, "--out")  # before the session: a refused --out fails at once
+    except OutputRefusedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
     from pyspark.sql import functions as F
 
     from pipelines.evaluation.humaneval import check_completions, per_problem, problems_frame
     from pipelines.evaluation.sandbox import SandboxLimits, SandboxSettings, SandboxUnavailable, resolve_backend
-    from pipelines.filesystem import output_filesystem
     from pipelines.spark_session import build_session, default_parallelism
 
     sandbox = SandboxSettings(allow_weak=args.allow_weak_sandbox or config.evaluation.allow_weak_sandbox,
@@ -111,6 +119,7 @@ def main(argv=None) -> int:
     started = time.time()
     spark = build_session(config.spark)
     try:
+        output = WholeOutput(spark, args.out, "evaluate", {}, "--out")
         problems = problems_frame(spark, args.limit)
         if args.canonical:
             samples = problems.select("task_id", "prompt", "test", "entry_point", F.lit(0).alias("sample"),
@@ -120,7 +129,7 @@ def main(argv=None) -> int:
             samples = generate_samples(problems, config, args.samples, args.temperature)
         limits = SandboxLimits(timeout_s=args.timeout, cpu_s=int(args.timeout) + 1)
         checked = check_completions(samples.repartition(default_parallelism(spark) * 2), limits, sandbox)
-        out = args.out.rstrip("/")
+        out = output.path
         checked.drop("test").write.mode("overwrite").parquet(f"{out}/samples.parquet")
         checked = spark.read.parquet(f"{out}/samples.parquet")
         scores = per_problem(checked, ks)
@@ -137,7 +146,11 @@ def main(argv=None) -> int:
             "model": "canonical solutions" if args.canonical else config.model.source,
             "seconds": round(time.time() - started, 1),
         }
-        output_filesystem(spark, out).write_text(f"{out}/summary.json", json.dumps(summary, indent=2) + "\n")
+        output.fs.write_text(f"{out}/summary.json", json.dumps(summary, indent=2) + "\n")
+        output.commit()
+    except OutputRefusedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     finally:
         spark.stop()
     width = max(len(k) for k in summary)

@@ -38,6 +38,7 @@ def main_for(job_module: str, description: str, argv=None) -> int:
     log.info("config:\n%s", config.to_json())
 
     from pipelines.engine.memory_plan import MemoryPlanError
+    from pipelines.sharded_output import OutputWriteError
     from pipelines.spark.worker_failures import WorkerCrashError, WorkerEnvironmentError
     from pipelines.spark_session import build_session
 
@@ -46,7 +47,7 @@ def main_for(job_module: str, description: str, argv=None) -> int:
     try:
         summary = job.run(spark, config)
     except (ValueError, FileExistsError, PermissionError, MemoryPlanError, WorkerCrashError,
-            WorkerEnvironmentError) as e:
+            WorkerEnvironmentError, OutputWriteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:

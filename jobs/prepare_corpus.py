@@ -72,6 +72,7 @@ def build_prompts(sources: DataFrame, fim_per_file: int, seed: int) -> DataFrame
 
 
 def write_tables(prompts: DataFrame, out: str, humaneval: bool) -> dict[str, int]:
+    """Write the two tables into `out` (a directory this run owns: the output or its staging)."""
     spark = prompts.sparkSession
     completions = prompts.where(F.col("kind") == "completion")
     if humaneval:
@@ -105,14 +106,23 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from pipelines.config import SparkSettings
+    from pipelines.output_swap import WholeOutput
     from pipelines.spark_session import build_session
 
+    inputs = {"--source-dir": args.source_dir, "--source-table": args.source_table}
+    try:
+        WholeOutput.check(args.out, inputs, "--out")  # before the session: a refused --out fails at once
+    except FileExistsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     spark = build_session(SparkSettings(master=args.master, remote=args.remote,
                                         app_name="starcoder-pipelines-prepare-corpus"))
     try:
+        output = WholeOutput(spark, args.out, "prepare_corpus", inputs, "--out")
         sources = read_sources(spark, args.source_dir, args.source_table, args.glob)
-        counts = write_tables(build_prompts(sources, args.fim_per_file, args.seed), args.out, args.humaneval)
-    except (FileNotFoundError, ValueError) as e:
+        counts = write_tables(build_prompts(sources, args.fim_per_file, args.seed), output.path, args.humaneval)
+        output.commit()
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:

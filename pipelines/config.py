@@ -20,7 +20,7 @@ from pipelines import bundled
 from pipelines.engine.params import GenerationParams, InvalidParamError, ScoringParams
 from pipelines.stop_presets import stop_strings
 
-OUTPUT_MODES = ("error", "overwrite", "resume")
+OUTPUT_MODES = ("error", "overwrite", "resume", "retry_errors")
 ON_ERROR = ("fail", "keep")
 
 

@@ -40,6 +40,31 @@ def output_filesystem(spark, path: str):
     return ArrowFS() if is_spark_connect(spark) else HadoopFS(spark)
 
 
+# Causes of a failed write, as the JVM or the OS words them, and what to tell the user of each.
+IO_FAILURES = {
+    "No space left on device": "the disk ran out of space",
+    "Disk quota exceeded": "the disk quota was exceeded",
+    "Read-only file system": "the file system is read-only",
+    "Input/output error": "the disk reported an input/output error",
+    "Permission denied": "permission was denied",
+}
+
+
+def failure_reason(error: BaseException) -> str:
+    """The first line of an error, from the Java exception of a Py4J error when there is one."""
+    java = getattr(error, "java_exception", None)
+    return str(java.toString()) if java is not None else (str(error).splitlines() or [repr(error)])[0]
+
+
+def io_failure(error: BaseException) -> str | None:
+    """In words, why a write failed when the error says it was the disk or its permissions; else None."""
+    text = str(error)
+    for sign, cause in IO_FAILURES.items():
+        if sign in text:
+            return f"{cause} ({sign})"
+    return None
+
+
 class MarkerFiles:
     """What the output needs of a filesystem: small files and directories by path."""
 
@@ -51,8 +76,7 @@ class MarkerFiles:
             self.write_text(probe, "probe")
             self.delete(probe)
         except Exception as e:  # pyarrow's OSError, or Py4J's wrapper of the Java IOException
-            java = getattr(e, "java_exception", None)
-            reason = str(java.toString()) if java is not None else str(e).splitlines()[0]
+            reason = failure_reason(e)
             raise PermissionError(
                 f"output path {directory} is not writable ({reason[:300]}); choose a directory this job can write to"
             ) from None
@@ -82,6 +106,16 @@ class ArrowFS(MarkerFiles):
 
     def is_empty_dir(self, path: str) -> bool:
         return not self.list_names(path)
+
+    def is_dir(self, path: str) -> bool:
+        from pyarrow import fs
+
+        return self._info(path)[2].type == fs.FileType.Directory
+
+    def rename(self, source: str, target: str) -> None:
+        """Move a file or directory to a name that does not exist yet (one rename on local disks)."""
+        filesystem, src = self._resolve(source)
+        filesystem.move(src, self._resolve(target)[1])
 
     def delete(self, path: str) -> None:
         from pyarrow import fs
@@ -137,6 +171,14 @@ class HadoopFS(MarkerFiles):
 
     def is_empty_dir(self, path: str) -> bool:
         return len(self._fs(path).listStatus(self._path(path))) == 0
+
+    def is_dir(self, path: str) -> bool:
+        return self.exists(path) and self._fs(path).getFileStatus(self._path(path)).isDirectory()
+
+    def rename(self, source: str, target: str) -> None:
+        """Move a file or directory to a name that does not exist yet."""
+        if not self._fs(source).rename(self._path(source), self._path(target)):
+            raise OSError(f"could not rename {source} to {target}")
 
     def delete(self, path: str) -> None:
         self._fs(path).delete(self._path(path), True)

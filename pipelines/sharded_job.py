@@ -1,5 +1,6 @@
 """The part every batch job shares: transform the input shard by shard, commit each shard on its
-own, check that every input row came out once, and mark the output complete.
+own, check that every input row came out once, and mark the output complete (output.mode
+retry_errors: transform again only the rows kept with an error, shard by shard).
 
 A job supplies the DataFrame -> DataFrame step and the manifest that must not change between a
 run and its resume; the shards, resume, worker-failure messages and the final row count check
@@ -14,10 +15,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from pipelines.config import JobConfig
+from pipelines.filesystem import io_failure
 from pipelines.input_table import check_ids, read_input
 from pipelines.model_source import resolve_model
+from pipelines.output_guard import check_apart
 from pipelines.sharded_output import ShardedOutput, shard_of
 from pipelines.spark_session import default_parallelism, session_master
 from pipelines.spark.worker_failures import WorkerCrashError, check_worker_python, explain_failure
@@ -28,35 +32,57 @@ log = logging.getLogger("pipelines.job")
 @dataclass
 class ShardedRun:
     output: ShardedOutput
-    written: DataFrame  # the whole committed output
+    written: DataFrame  # the whole output, read before it is committed
     rows_in: int
     shards_written: list[int]  # by this run
     model_seconds: float  # time spent transforming and writing the shards of this run
 
 
-def run_in_shards(spark: SparkSession, config: JobConfig, df: DataFrame, manifest: dict, memory_plan: str,
+def shard_input(df: DataFrame, output: ShardedOutput, id_col: str, shard: int) -> DataFrame:
+    """The input rows that shard `shard` is made from: all of them, or with output.mode=retry_errors
+    those whose id has a failed row in the shard (every row of such an id, so duplicates stay whole)."""
+    rows = df.where(shard_of(id_col, output.shards) == shard)
+    if output.mode != "retry_errors":
+        return rows
+    failed_ids = output.read_shard(shard).where(F.col("error").isNotNull()).select(id_col).distinct()
+    return rows.join(failed_ids, id_col, "left_semi")
+
+
+def new_shard(output: ShardedOutput, id_col: str, shard: int, generated: DataFrame) -> DataFrame:
+    """What shard `shard` holds after this run: the generated rows, or with output.mode=retry_errors
+    the shard's other rows, untouched, with the regenerated ones."""
+    if output.mode != "retry_errors":
+        return generated
+    previous = output.read_shard(shard)
+    failed_ids = previous.where(F.col("error").isNotNull()).select(id_col).distinct()
+    return previous.join(failed_ids, id_col, "left_anti").unionByName(generated)
+
+
+def run_in_shards(spark: SparkSession, config: JobConfig, df: DataFrame, output: ShardedOutput, memory_plan: str,
                   transform: Callable[[DataFrame], DataFrame]) -> ShardedRun:
-    """Write `transform(rows of shard s)` for every shard not yet committed, then commit the output."""
-    output = ShardedOutput(spark, config.output.path, config.output.shards, config.output.mode, manifest)
+    """Write `transform(rows of shard s)` for every shard still to write, then check the row count.
+    The caller commits the output (after writing its summary into it)."""
     pending = output.prepare()
     output.start()
     log.info("output %s: %d of %d shards to write", config.output.path, len(pending), config.output.shards)
 
+    id_col = config.input.id_col
     parts = config.output.partitions_per_shard or default_parallelism(spark)
     started = time.time()
     for n, shard in enumerate(pending, 1):
-        shard_rows = df.where(shard_of(config.input.id_col, config.output.shards) == shard)
-        shard_out = transform(shard_rows.repartition(parts))
+        shard_out = transform(shard_input(df, output, id_col, shard).repartition(parts))
         try:
-            output.write_shard(shard_out, shard)
+            output.write_shard(new_shard(output, id_col, shard, shard_out), shard)
         except Exception as e:
             explained = explain_failure(e, memory_plan)
+            if explained is None and io_failure(e) is not None:
+                explained = f"writing to {output.target} failed: {io_failure(e)}"
             if explained is None:
                 raise
             raise WorkerCrashError(
                 f"shard {shard} was not written: {explained}. Shards committed so far are kept: "
-                "rerun with output.mode=resume"
-            ) from e
+                "once the cause is fixed, rerun with output.mode=resume"
+            ) from None
         log.info("shard %d committed (%d/%d this run)", shard, n, len(pending))
     model_seconds = time.time() - started
 
@@ -68,16 +94,16 @@ def run_in_shards(spark: SparkSession, config: JobConfig, df: DataFrame, manifes
             f"output {config.output.path} has {rows_out} rows for {rows_in} input rows; it was not marked "
             "complete. Rerun with output.mode=resume or overwrite"
         )
-    output.commit()
     return ShardedRun(output, written, rows_in, pending, model_seconds)
 
 
 def run_model_job(spark: SparkSession, config: JobConfig, *, build_pipeline, manifest, transform, summarize):
-    """A batch job that runs a model over the input table, shard by shard: read and check the
-    input, resolve the model, check the model stage's settings and memory plan and the workers'
-    Python before anything is written, run the shards, then summarize the committed output
-    into `_summary.json`. Returns the summary."""
+    """A batch job that runs a model over the input table, shard by shard: check that the output
+    path is apart from the input, read and check the input, resolve the model, check the model
+    stage's settings and memory plan and the workers' Python before anything is written, run the
+    shards, write the summary into the output (`_summary.json`), then commit it. Returns the summary."""
     started = time.time()
+    check_apart(config.output.path, {"input.path": config.input.path})
     df = read_input(spark, config.input)
     check_ids(df, config.input.id_col)
     model_path = resolve_model(config.model.source, config.model.dtype).path
@@ -85,12 +111,15 @@ def run_model_job(spark: SparkSession, config: JobConfig, *, build_pipeline, man
     # workers' memory (or memory_check: warn).
     plan = build_pipeline(config, model_path).getStages()[-1].check_memory(spark)
     check_worker_python(spark)
-    done = run_in_shards(spark, config, df, manifest(config, model_path), plan.describe() if plan is not None else "",
+    output = ShardedOutput(spark, config.output.path, config.output.shards, config.output.mode,
+                           manifest(config, model_path))
+    done = run_in_shards(spark, config, df, output, plan.describe() if plan is not None else "",
                          lambda shard_rows: transform(shard_rows, config, model_path))
     summary = summarize(
         done.written, config, rows_in=done.rows_in, shards_written=done.shards_written,
         model_seconds=done.model_seconds, seconds=time.time() - started, master=session_master(spark),
         model_path=model_path,
     )
-    summary.write(done.output.fs, f"{done.output.path}/_summary.json")
+    output.write_summary(summary.to_json() + "\n")
+    output.commit()
     return summary

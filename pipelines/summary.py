@@ -38,9 +38,6 @@ class _JobSummary:
             ("output", self.output),
         ])
 
-    def write(self, fs, path: str) -> None:
-        fs.write_text(path, self.to_json() + "\n")
-
 
 @dataclass
 class Summary(_JobSummary):

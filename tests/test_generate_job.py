@@ -9,7 +9,7 @@ import pytest
 from pipelines import generation_job
 from pipelines.config import config_from_dict
 from pipelines.input_table import InputError
-from pipelines.sharded_output import OutputExistsError
+from pipelines.output_guard import OutputRefusedError as OutputExistsError
 
 N_ROWS = 30
 
@@ -64,12 +64,16 @@ def test_existing_output_is_refused_in_error_mode_before_generating(spark, input
     assert (tmp_path / "out" / "keep.txt").read_text() == "precious"
 
 
-def test_overwrite_replaces_the_output(spark, input_table, tiny_model_dir, tmp_path):
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "stale.txt").write_text("old")
-    generation_job.run(spark, job_config(input_table, str(tmp_path / "out"), tiny_model_dir, output__mode="overwrite"))
-    assert not (tmp_path / "out" / "stale.txt").exists()
-    assert spark.read.parquet(str(tmp_path / "out")).count() == N_ROWS
+def test_overwrite_replaces_an_earlier_output_and_nothing_else(spark, input_table, tiny_model_dir, tmp_path):
+    out = str(tmp_path / "out")
+    generation_job.run(spark, job_config(input_table, out, tiny_model_dir, generation__max_output_length=2))
+    generation_job.run(spark, job_config(input_table, out, tiny_model_dir, output__mode="overwrite"))
+    assert max(r.completion_tokens for r in spark.read.parquet(out).collect()) > 2
+    assert spark.read.parquet(out).count() == N_ROWS
+    (tmp_path / "out" / "stale.txt").write_text("not ours")
+    with pytest.raises(OutputExistsError, match="holds files this project's jobs did not write: stale.txt"):
+        generation_job.run(spark, job_config(input_table, out, tiny_model_dir, output__mode="overwrite"))
+    assert (tmp_path / "out" / "stale.txt").read_text() == "not ours"
 
 
 def test_resume_regenerates_only_unfinished_shards(spark, input_table, tiny_model_dir, tmp_path):
