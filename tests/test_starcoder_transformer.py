@@ -204,6 +204,34 @@ def test_pipeline_saves_and_loads_with_the_model_reference(spark, corpus, tiny_m
     assert loaded.transform(small).select("generation").collect() == model.transform(small).select("generation").collect()
 
 
+# Saved by release 0.1 (pipelines/annotators/ as it was then): DocumentAssembler, StarCoderTransformer
+# and StarCoderScorer with a model path of another machine. Kept as saved: later layouts must load it.
+SAVED_BY_0_1 = Path(__file__).resolve().parent / "data" / "pipeline-saved-by-0.1"
+
+
+def test_a_pipeline_saved_by_an_earlier_release_loads_and_transforms(spark, corpus, tiny_model_dir):
+    from pipelines import StarCoderScorer
+
+    loaded = PipelineModel.load(str(SAVED_BY_0_1))
+    assembler, generator, scorer = loaded.stages
+    assert [type(s) for s in loaded.stages] == [DocumentAssembler, StarCoderTransformer, StarCoderScorer]
+    assert generator.getModelSource() == scorer.getModelSource() == "/models/starcoder2-3b"
+    assert (generator.getMaxOutputLength(), generator.getStopStrings(), generator.getRandomSeed(),
+            generator.getBatchSize(), generator.getRepetitionPenalty()) == (6, ["\n\n"], 9, 4, 1.2)
+    assert (assembler.getIdCol(), scorer.getMaxInputLength()) == ("id", 128)
+    generator.setModelSource(str(tiny_model_dir))
+    scorer.setModelSource(str(tiny_model_dir))
+    fresh = Pipeline(stages=[
+        DocumentAssembler().setInputCol("text").setOutputCol("document").setIdCol("id"),
+        StarCoderTransformer(modelSource=str(tiny_model_dir), inputCols=["document"], outputCol="generation",
+                             maxOutputLength=6, stopStrings=["\n\n"], randomSeed=9, batchSize=4, repetitionPenalty=1.2),
+        StarCoderScorer(modelSource=str(tiny_model_dir), inputCols=["document"], outputCol="score", maxInputLength=128),
+    ]).fit(corpus)
+    rows = corpus.limit(4)
+    columns = ["id", "generation", "score"]
+    assert loaded.transform(rows).select(columns).collect() == fresh.transform(rows).select(columns).collect()
+
+
 def test_unfitted_pipeline_saves_and_loads(tiny_model_dir, tmp_path):
     p = pipeline(tiny_model_dir, maxOutputLength=7)
     p.save(str(tmp_path / "p"))
