@@ -9,7 +9,7 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["pipelines", "pipelines.*", "jobs"]),
+    packages=find_packages(include=["pipelines", "pipelines.*"]),
     package_data={"pipelines": ["assets/*/*", "assets/*/*/*"]},
     include_package_data=True,
     # Each range starts at the version the test suite ran with; upper bounds stop before the next
@@ -41,9 +41,10 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "starcoder-generate=jobs.generate:main",
-            "starcoder-score=jobs.score:main",
-            "starcoder-prepare-corpus=jobs.prepare_corpus:main",
+            "starcoder-generate=pipelines.jobs.generate:main",
+            "starcoder-score=pipelines.jobs.score:main",
+            "starcoder-evaluate=pipelines.jobs.evaluate:main",
+            "starcoder-prepare-corpus=pipelines.jobs.prepare_corpus:main",
         ],
     },
 )

@@ -86,7 +86,13 @@ def naive_udf(model_dir: str, max_new_tokens: int, **generate_settings):
 
 def predict_batch_udf_generate(model_dir: str, max_new_tokens: int, batch_size: int, **generate_settings):
     from pyspark.ml.functions import predict_batch_udf
-    from pyspark.sql.types import ArrayType, IntegerType, StringType, StructField, StructType
+    from pyspark.sql.types import (
+        ArrayType,
+        IntegerType,
+        StringType,
+        StructField,
+        StructType,
+    )
 
     def make_predict_fn():
         tokenizer, model = load_hf(model_dir, padding_side="left")

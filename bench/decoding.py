@@ -40,8 +40,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import (PythonWorkerMemory, export_openvino, gemm_peak_flops, in_fresh_process,  # noqa: E402
-                 pipeline_config, spark_session, spread)
+from run import (  # noqa: E402
+    PythonWorkerMemory,
+    export_openvino,
+    gemm_peak_flops,
+    in_fresh_process,
+    pipeline_config,
+    spark_session,
+    spread,
+)
 
 N_PARAMS = 110_992_896  # the benchmark model (bench/run.py)
 WORKLOADS = {
@@ -59,7 +66,7 @@ STDLIB_FILES = ["textwrap.py", "shlex.py", "fnmatch.py", "glob.py", "heapq.py", 
 # --- workloads ---------------------------------------------------------------------------------
 
 def sampling_prompts() -> list[str]:
-    from pipelines.corpus import humaneval_rows
+    from pipelines.prompts.corpus import humaneval_rows
 
     return [row.prompt for row in humaneval_rows()]
 
@@ -74,7 +81,7 @@ def stdlib_file(name: str, max_chars: int) -> str:
 def shared_prefix_prompts(files: int, holes: int, repos: int, targets: int) -> list[str]:
     """FIM prompts (`files` files x `holes` one-line holes each, with their path), then
     repository-context prompts (`repos` repositories of three context files x `targets` targets)."""
-    from pipelines.fim import fim_prompt
+    from pipelines.prompts.fim import fim_prompt
 
     prompts = []
     for name in STDLIB_FILES[:files]:
@@ -147,9 +154,9 @@ def engine_alone(model_dir, prompts, settings, threads, prefix_caching):
     """The engine outside Spark, in this (fresh) process: (texts, seconds, peak RSS MB)."""
     import resource
 
-    from pipelines.config import GenerationSettings
     from pipelines.engine.engine import GenerationEngine
     from pipelines.engine.params import GenerationParams, ModelSpec
+    from pipelines.jobs.config import GenerationSettings
 
     spec = ModelSpec(source=model_dir, dtype="float32", num_threads=threads, prefix_caching=prefix_caching)
     engine = GenerationEngine.load(spec)
@@ -166,11 +173,11 @@ def spark_approach(name, model_dir, table, warmup_table, workload, batch_size, o
 
     A small warm-up run first loads the model into the Python workers, as a long job amortises it.
     """
+    import baselines
     from pyspark.sql import functions as F
 
-    import baselines
-    from pipelines import generation_job
-    from pipelines.stop_presets import stop_strings
+    from pipelines.jobs import generate as generation_job
+    from pipelines.prompts.stop_presets import stop_strings
 
     settings = generation_settings(workload, batch_size)
     stops = stop_strings(settings["stop_preset"])
@@ -256,7 +263,7 @@ def main(argv=None) -> int:
 
     from pipelines.engine.model_builder import build_random_model
     from pipelines.engine.tokenizer import CodeTokenizer
-    from pipelines.stop_presets import stop_strings
+    from pipelines.prompts.stop_presets import stop_strings
 
     log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)  # noqa: E731
     out = Path(args.out)

@@ -60,7 +60,10 @@ def layer_gflops(repeats: int) -> dict:
         "Int8Linear (int_mm)": Int8Linear.from_weight(linear.weight.data, linear.bias.data, packed=False),
     }
     try:
-        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+        from torchao.quantization import (
+            Int8DynamicActivationInt8WeightConfig,
+            quantize_,
+        )
 
         torchao_linear = torch.nn.Sequential(torch.nn.Linear(3072, 12288))
         torchao_linear[0].load_state_dict(linear.state_dict())
@@ -83,10 +86,9 @@ def layer_gflops(repeats: int) -> dict:
 def engine_tokens_per_s(model_dir: str, prompts: list[str], repeats: int) -> dict:
     import torch
 
+    from pipelines.engine import int8_linear
     from pipelines.engine.engine import GenerationEngine
     from pipelines.engine.params import GenerationParams, ModelSpec
-
-    from pipelines.engine import int8_linear
 
     params = GenerationParams(max_output_length=32)
     results = {}
@@ -121,8 +123,8 @@ def main(argv=None) -> int:
     import pandas as pd
     import torch
 
-    from pipelines import bundled
     from pipelines.engine.model_builder import build_random_model
+    from pipelines.models import bundled
 
     torch.set_num_threads(os.cpu_count())
     results = {"layer_3072x12288_gflops": layer_gflops(args.repeats)}

@@ -67,7 +67,8 @@ def timed_run(source, prompts, mode, new_tokens, threads, rows):
 
 def phase_profile(model_dir, prompts, new_tokens, threads, rows, stops):
     """Seconds per phase of the PyTorch decode loop (one sampling run after a warm-up)."""
-    from pipelines.engine import batch_rows, engine as engine_module, generate, sampling
+    from pipelines.engine import batch_rows, generate, sampling
+    from pipelines.engine import engine as engine_module
     from pipelines.engine.engine import GenerationEngine
     from pipelines.engine.params import GenerationParams, ModelSpec
 
@@ -149,7 +150,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from pipelines.engine.model_builder import build_random_model
-    from pipelines.stop_presets import stop_strings
+    from pipelines.prompts.stop_presets import stop_strings
 
     log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)  # noqa: E731
     work = Path(tempfile.mkdtemp(prefix="bench-profile-"))

@@ -41,7 +41,11 @@ def build_3b(dest: Path) -> str:
     import torch
     from transformers import Starcoder2ForCausalLM
 
-    from pipelines.engine.model_builder import STARCODER2_3B, save_model_dir, starcoder2_config
+    from pipelines.engine.model_builder import (
+        STARCODER2_3B,
+        save_model_dir,
+        starcoder2_config,
+    )
 
     torch.manual_seed(0)
     sizes = {k: STARCODER2_3B[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
@@ -97,9 +101,9 @@ def job_runs(model_dir, table, warmup_table, max_new, batch_size, dtype, task_cp
     """The generation job on local[2]: tokens/s (median of `repeats` after a warm-up run)."""
     from pyspark.sql import SparkSession
 
-    from pipelines import generation_job
-    from pipelines.config import config_from_dict
-    from pipelines.spark_session import with_master, worker_environment
+    from pipelines.jobs import generate as generation_job
+    from pipelines.jobs.config import config_from_dict
+    from pipelines.jobs.session import with_master, worker_environment
 
     worker_environment()
     spark = (with_master(SparkSession.builder, "local[2]").appName("starcoder-pipelines-bench-3b")
@@ -148,9 +152,9 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    from pipelines import bundled
     from pipelines.engine.checkpoint import summarize_checkpoint
     from pipelines.engine.tokenizer import CodeTokenizer
+    from pipelines.models import bundled
 
     log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)  # noqa: E731
     work = Path(tempfile.mkdtemp(prefix="bench-3b-"))

@@ -130,7 +130,7 @@ def export_openvino(model_dir: str, dest: Path, weights: str) -> str:
 def pipeline_config(table: str, model_dir: str, out: str, generation: dict, **model):
     """The generation job's config for a benchmark table (id, prompt): one shard of two partitions,
     one thread per task, float32."""
-    from pipelines.config import config_from_dict
+    from pipelines.jobs.config import config_from_dict
 
     return config_from_dict({
         "input": {"path": table, "id_col": "id", "text_col": "prompt"},
@@ -143,7 +143,7 @@ def pipeline_config(table: str, model_dir: str, out: str, generation: dict, **mo
 def spark_session():
     from pyspark.sql import SparkSession
 
-    from pipelines.spark_session import with_master, worker_environment
+    from pipelines.jobs.session import with_master, worker_environment
 
     worker_environment()
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "bench"), os.environ["PYTHONPATH"]])
@@ -207,10 +207,10 @@ def spark_approach(name, model_dir, table, warmup_table, max_new, batch_size, ou
 
     A small warm-up run first loads the model into the Python workers, as a long job amortises it.
     """
+    import baselines
     from pyspark.sql import functions as F
 
-    import baselines
-    from pipelines import generation_job
+    from pipelines.jobs import generate as generation_job
 
     spark = spark_session()
 
@@ -285,8 +285,8 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    from pipelines import bundled
     from pipelines.engine.model_builder import build_random_model
+    from pipelines.models import bundled
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.evaluation.sandbox import Check, SandboxLimits, SandboxSettings, _execute, probe  # noqa: E402
+from pipelines.evaluation.sandbox import (  # noqa: E402
+    Check,
+    SandboxLimits,
+    SandboxSettings,
+    _execute,
+    probe,
+)
 
 SOLUTION = "def add(a, b):\n    return a + b\n"
 TEST = "def check(candidate):\n    assert candidate(2, 3) == 5\n"

@@ -43,7 +43,6 @@ def naive_score_udf(model_dir: str, max_length: int):
     @pandas_udf("perplexity double, tokens int")
     def score(texts: pd.Series) -> pd.DataFrame:
         import torch
-
         from baselines import load_hf
 
         tokenizer, model = load_hf(model_dir)
@@ -63,10 +62,10 @@ def timed_spark_run(name, model_dir, table, warmup_table, work, args):
     """(tokens, median seconds of --repeats runs, worker peak MB, {id: (perplexity, tokens)}) in a
     fresh local[2] session, after a warm-up run that loads the model into the workers."""
     from pyspark.sql import functions as F
-
-    from pipelines import scoring_job
-    from pipelines.config import config_from_dict
     from run import PythonWorkerMemory, spark_session
+
+    from pipelines.jobs import score as scoring_job
+    from pipelines.jobs.config import config_from_dict
 
     spark = spark_session()
 
@@ -112,10 +111,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args(argv)
 
-    from pipelines import bundled
+    from run import gemm_peak_flops, in_fresh_process, spread
+
     from pipelines.engine.checkpoint import tensor_index
     from pipelines.engine.model_builder import build_random_model
-    from run import gemm_peak_flops, in_fresh_process, spread
+    from pipelines.models import bundled
 
     log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)  # noqa: E731
     work = Path(tempfile.mkdtemp(prefix="bench-score-"))

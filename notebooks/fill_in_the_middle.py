@@ -9,9 +9,9 @@
 
 import os
 
-from pipelines import generation_job
-from pipelines.config import config_from_dict
-from pipelines.notebook import show, spark_session
+from pipelines.jobs import generate
+from pipelines.jobs.config import config_from_dict
+from pipelines.jobs.notebook import show, spark_session
 
 spark = spark_session()
 
@@ -28,7 +28,7 @@ config = config_from_dict({
 
 # COMMAND ----------
 
-summary = generation_job.run(spark, config)
+summary = generate.run(spark, config)
 print(summary.table())
 
 # COMMAND ----------

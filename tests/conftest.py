@@ -15,6 +15,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 DATA = Path(__file__).resolve().parent / "data"
 
 
+def pytest_collection_modifyitems(items):
+    """The spark tier is every test that uses the shared session (see pytest.ini)."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.spark)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random StarCoder2 model (GQA, sliding window 64, real vocabulary) with the real tokenizer.
@@ -64,7 +71,7 @@ def inject_faults(faults_file):
 def spark(tmp_path_factory, load_log, faults_file):
     from pyspark.sql import SparkSession
 
-    from pipelines.spark_session import with_master
+    from pipelines.jobs.session import with_master
 
     session = (
         with_master(SparkSession.builder, "local[2,3]")  # 2 cores; a failed task is retried (3 attempts)

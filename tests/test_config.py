@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import ConfigError, JobConfig, load_config
 from pipelines.engine.params import GenerationParams
+from pipelines.jobs.config import ConfigError, JobConfig, load_config
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 

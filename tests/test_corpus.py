@@ -1,6 +1,12 @@
 """Prompt rows from source files: cuts at function boundaries, FIM middles that come from the file."""
 
-from pipelines.corpus import completion_rows, fim_rows, humaneval_rows, language_of, prompts_from_file
+from pipelines.prompts.corpus import (
+    completion_rows,
+    fim_rows,
+    humaneval_rows,
+    language_of,
+    prompts_from_file,
+)
 
 SOURCE = '''import math
 

@@ -2,10 +2,16 @@
 
 import pytest
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, IntegerType, StringType, StructField, StructType
+from pyspark.sql.types import (
+    ArrayType,
+    IntegerType,
+    StringType,
+    StructField,
+    StructType,
+)
 
 from pipelines import DocumentAssembler
-from pipelines.annotators.annotation_schema import ANNOTATION_ARRAY_TYPE, is_annotation_array
+from pipelines.spark.annotation_schema import ANNOTATION_ARRAY_TYPE, is_annotation_array
 
 
 def assemble(spark, texts, **params):

@@ -3,7 +3,12 @@
 import pytest
 import torch
 
-from pipelines.engine.generate import Request, generate_batch, generate_requests, left_pad
+from pipelines.engine.generate import (
+    Request,
+    generate_batch,
+    generate_requests,
+    left_pad,
+)
 from pipelines.engine.params import GenerationParams
 
 # Very different lengths; the tiny model's sliding window is 64 tokens, so the long ones exceed it.

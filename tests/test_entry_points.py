@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines import bundled
+from pipelines.models import bundled
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,7 +95,7 @@ def test_spark_submit_runs_the_job(tmp_path):
 
 
 def test_local_sessions_listen_on_loopback_only(spark):
-    from pipelines.spark_session import with_master
+    from pipelines.jobs.session import with_master
 
     class Recorder:
         def __init__(self):

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines.evaluation.humaneval import check_completions, pass_at_k, per_problem, problems_frame
+from pipelines.evaluation.humaneval import (
+    check_completions,
+    pass_at_k,
+    per_problem,
+    problems_frame,
+)
 from pipelines.evaluation.sandbox import PROJECT_ROOT, SandboxLimits, run_program
 
 LIMITS = SandboxLimits(timeout_s=3, cpu_s=3, memory_mb=512)
@@ -95,8 +100,8 @@ def test_evaluate_job_end_to_end(tmp_path):
 
 
 def test_evaluate_job_refuses_without_kernel_isolation(monkeypatch, capsys, tmp_path):
-    from jobs import evaluate
     from pipelines.evaluation import isolation, sandbox
+    from pipelines.jobs import evaluate
 
     monkeypatch.setattr(isolation, "find", lambda tool: None)
     sandbox.probe.cache_clear()
@@ -112,14 +117,14 @@ def test_evaluate_job_refuses_without_kernel_isolation(monkeypatch, capsys, tmp_
 
 
 def test_weak_mode_is_named_in_the_summary():
-    from jobs.evaluate import sandbox_summary
+    from pipelines.jobs.evaluate import sandbox_summary
 
     assert sandbox_summary({"weak": 3}).startswith("WEAK: in-process guard only")
     assert "no kernel isolation" in sandbox_summary({"weak": 3}) and "(3 checks)" in sandbox_summary({"weak": 3})
 
 
 def test_evaluation_config_section():
-    from pipelines.config import ConfigError, load_config
+    from pipelines.jobs.config import ConfigError, load_config
 
     config = load_config(LOCAL_CONF, ["evaluation.allow_weak_sandbox=true", "evaluation.hidden_paths=[/data]"])
     assert config.evaluation.allow_weak_sandbox is True and config.evaluation.hidden_paths == ["/data"]

@@ -3,10 +3,11 @@
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines import generation_job
-from pipelines.config import config_from_dict
 from pipelines.engine.params import GenerationParams
-from pipelines.fim import fim_prompt, fim_prompt_column
+from pipelines.jobs import generate as generation_job
+from pipelines.jobs.config import config_from_dict
+from pipelines.jobs.generate import fim_prompt_column
+from pipelines.prompts.fim import fim_prompt
 
 
 def test_prompt_format_is_starcoder2s():

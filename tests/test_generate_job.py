@@ -6,10 +6,10 @@ from collections import Counter
 
 import pytest
 
-from pipelines import generation_job
-from pipelines.config import config_from_dict
-from pipelines.input_table import InputError
-from pipelines.output_guard import OutputRefusedError as OutputExistsError
+from pipelines.jobs import generate as generation_job
+from pipelines.jobs.config import config_from_dict
+from pipelines.jobs.input_table import InputError
+from pipelines.jobs.output_guard import OutputRefusedError as OutputExistsError
 
 N_ROWS = 30
 

@@ -83,8 +83,8 @@ def test_annotator_writes_logprobs_into_the_metadata_only_when_asked(spark, tiny
 
 
 def test_generation_job_writes_logprob_columns_when_configured(spark, tiny_model_dir, tmp_path):
-    from pipelines import generation_job
-    from pipelines.config import config_from_dict
+    from pipelines.jobs import generate as generation_job
+    from pipelines.jobs.config import config_from_dict
 
     path = str(tmp_path / "prompts.parquet")
     spark.createDataFrame([(f"p{i}", t) for i, t in enumerate(PROMPT_TEXTS + [""])], "id string, prompt string") \

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+from test_tokenizer import reference_cases
 
 from pipelines.engine.engine import GenerationEngine
 from pipelines.engine.generate import Request
@@ -13,10 +14,8 @@ from pipelines.engine.gguf_writer import write_gguf
 from pipelines.engine.model_builder import build_family_model, build_random_model
 from pipelines.engine.params import GenerationParams, ModelSpec
 from pipelines.engine.tokenizer import BUNDLED_TOKENIZER_DIR, CodeTokenizer
-from pipelines.gguf_file import read_gguf_model
-from pipelines.model_source import ModelSourceError, resolve_model
-
-from test_tokenizer import reference_cases
+from pipelines.models.gguf_file import read_gguf_model
+from pipelines.models.source import ModelSourceError, resolve_model
 
 # Longer than the tiny models' 64- and 48-token windows, so that the window matters.
 PROMPTS = [
@@ -135,9 +134,9 @@ def test_gguf_of_other_families_generates_what_the_directory_generates(model_typ
 
 
 def test_a_vocabulary_without_fim_tokens_refuses_fim_prompts(tmp_path, spark):
-    from pipelines.config import config_from_dict
-    from pipelines.generation_job import with_prompt
-    from pipelines.model_families import UnsupportedModelError
+    from pipelines.jobs.config import config_from_dict
+    from pipelines.jobs.generate import with_prompt
+    from pipelines.models.families import UnsupportedModelError
 
     d = build_family_model(tmp_path / "m", "qwen2")
     tokenizer = (d / "tokenizer.json").read_text()
@@ -151,7 +150,7 @@ def test_a_vocabulary_without_fim_tokens_refuses_fim_prompts(tmp_path, spark):
 
 
 def test_fim_prompts_take_the_models_format():
-    from pipelines.model_families import FIM_FORMATS, fim_format_for
+    from pipelines.models.families import FIM_FORMATS, fim_format_for
 
     qwen = fim_format_for({"<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<fim_prefix>"})
     assert qwen.name == "Qwen2.5-Coder"
@@ -194,7 +193,7 @@ def test_missing_gguf_file_is_named(tmp_path):
 
 
 def test_gguf_refuses_the_openvino_engine(starcoder2_gguf):
-    from pipelines.model_source import engine_for
+    from pipelines.models.source import engine_for
 
     assert engine_for(str(starcoder2_gguf["F32"])) == "pytorch"
     with pytest.raises(ModelSourceError, match="GGUF file, which runs on engine 'pytorch'"):
@@ -202,7 +201,7 @@ def test_gguf_refuses_the_openvino_engine(starcoder2_gguf):
 
 
 def test_ollama_name_resolves_to_its_verified_gguf_blob(starcoder2_gguf, tmp_path, monkeypatch):
-    from pipelines.ollama_store import write_store
+    from pipelines.models.ollama_store import write_store
 
     store = tmp_path / "ollama"
     blob = write_store(store, "starcoder2", "3b", starcoder2_gguf["Q8_0"])
@@ -215,8 +214,9 @@ def test_ollama_name_resolves_to_its_verified_gguf_blob(starcoder2_gguf, tmp_pat
 
 
 def test_gguf_and_ollama_jobs_fail_before_any_output(spark, starcoder2_gguf, tmp_path, monkeypatch):
-    from pipelines import generation_job
     from test_reliability import job, write_table
+
+    from pipelines.jobs import generate as generation_job
 
     src = write_table(spark, tmp_path / "in", [("a", "x = 1")])
     truncated = tmp_path / "truncated.gguf"

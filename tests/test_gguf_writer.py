@@ -2,16 +2,14 @@
 
 import json
 
+import gguf
 import numpy as np
 import pytest
 import torch
-
-import gguf
+from conftest import DATA
 
 from pipelines.engine.gguf_writer import _llama_permute, write_gguf
 from pipelines.engine.model_builder import build_family_model, build_random_model
-
-from conftest import DATA
 
 LLAMA_VOCAB = DATA / "starcoder2-vocab" / "ggml-vocab-starcoder.gguf"  # written by llama.cpp
 Q8_0 = gguf.GGMLQuantizationType.Q8_0

@@ -10,15 +10,19 @@ import types
 
 import pytest
 
-from pipelines import generation_job
 from pipelines.annotators.starcoder_transformer import StarCoderTransformer
-from pipelines.config import config_from_dict
 from pipelines.engine.checkpoint import summarize_checkpoint
 from pipelines.engine.memory_plan import GiB, MemoryPlanError, worker_memory
 from pipelines.engine.model_builder import STARCODER2_3B
 from pipelines.engine.tokenizer import BUNDLED_TOKENIZER_DIR
+from pipelines.jobs import generate as generation_job
+from pipelines.jobs.config import config_from_dict
 from pipelines.spark.memory_check import local_cores, parse_size
-from pipelines.spark.worker_failures import WorkerCrashError, WorkerEnvironmentError, check_worker_python
+from pipelines.spark.worker_failures import (
+    WorkerCrashError,
+    WorkerEnvironmentError,
+    check_worker_python,
+)
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +81,8 @@ def test_checkpoint_headers_give_the_3b_parameter_count(starcoder2_3b_shapes):
 
 
 def test_3b_float32_with_two_tasks_at_once_is_refused_with_the_settings_that_fit(starcoder2_3b_shapes):
-    from pipelines.spark.memory_check import check_memory
     from pipelines.engine.params import ModelSpec
+    from pipelines.spark.memory_check import check_memory
 
     session = FakeSession({"spark.master": "local[2]", "spark.task.cpus": "1"})
     spec = ModelSpec(source=str(starcoder2_3b_shapes), device="cpu", dtype="float32")
@@ -102,8 +106,8 @@ def test_weights_used_as_stored_count_once_for_all_workers(starcoder2_3b_shapes)
 
 
 def test_a_cluster_is_checked_against_pyspark_memory_or_says_it_cannot(starcoder2_3b_shapes, caplog):
-    from pipelines.spark.memory_check import check_memory
     from pipelines.engine.params import ModelSpec
+    from pipelines.spark.memory_check import check_memory
 
     spec = ModelSpec(source=str(starcoder2_3b_shapes), device="cpu", dtype="float32")
     cluster = {"spark.master": "spark://10.0.0.1:7077", "spark.executor.cores": "8", "spark.task.cpus": "4"}
@@ -139,8 +143,8 @@ def test_the_annotator_refuses_a_plan_that_does_not_fit_before_any_task(spark, t
 def test_memory_held_by_this_sessions_workers_counts_as_available(spark, tiny_model_dir):
     """A second run in a session finds its workers holding the model: they are reused, so what
     they hold is not missing memory."""
-    from pipelines.spark.memory_check import session_plan, session_workers_memory
     from pipelines.engine.params import ModelSpec
+    from pipelines.spark.memory_check import session_plan, session_workers_memory
 
     spark.range(4).mapInArrow(lambda batches: batches, "id long").collect()  # Python workers up
     held = session_workers_memory()

@@ -9,7 +9,11 @@ import warnings
 import pytest
 import torch
 
-from pipelines.engine.checkpoint import CheckpointError, read_header, summarize_checkpoint
+from pipelines.engine.checkpoint import (
+    CheckpointError,
+    read_header,
+    summarize_checkpoint,
+)
 from pipelines.engine.int8_linear import Int8Linear, packed_kernel_available
 from pipelines.engine.model_loader import load_model
 from pipelines.engine.params import ModelSpec

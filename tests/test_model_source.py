@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from pipelines.model_source import (
+from pipelines.models.source import (
     ModelSourceError,
     resolve_model,
     resolve_pretrained,

@@ -6,15 +6,15 @@ import os
 
 import pytest
 
-from pipelines import ollama_store
-from pipelines.model_source import ModelSourceError
-from pipelines.ollama_store import (
+from pipelines.models import ollama_store
+from pipelines.models.ollama_store import (
     is_ollama_name,
     parse_name,
     resolve_ollama_model,
     store_dir,
     write_store,
 )
+from pipelines.models.source import ModelSourceError
 
 GGUF_BYTES = b"GGUF" + bytes(range(256)) * 64  # resolution never parses GGUF: any bytes do
 

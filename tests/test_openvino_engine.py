@@ -7,14 +7,15 @@ import torch
 
 pytest.importorskip("openvino_genai")
 
-from pipelines import bundled, generation_job  # noqa: E402
 from pipelines.annotators.starcoder_transformer import StarCoderTransformer  # noqa: E402
-from pipelines.config import config_from_dict  # noqa: E402
 from pipelines.engine.engine import GenerationEngine  # noqa: E402
 from pipelines.engine.generate import Request  # noqa: E402
 from pipelines.engine.params import GenerationParams, InvalidParamError, ModelSpec  # noqa: E402
-from pipelines.fim import fim_prompt  # noqa: E402
-from pipelines.model_source import ModelSourceError, engine_for  # noqa: E402
+from pipelines.jobs import generate as generation_job  # noqa: E402
+from pipelines.jobs.config import config_from_dict  # noqa: E402
+from pipelines.models import bundled  # noqa: E402
+from pipelines.models.source import ModelSourceError, engine_for  # noqa: E402
+from pipelines.prompts.fim import fim_prompt  # noqa: E402
 
 OV_DIR = str(bundled.DEMO_MODEL_OPENVINO)
 PT_DIR = str(bundled.DEMO_MODEL)

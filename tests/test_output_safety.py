@@ -9,11 +9,17 @@ from collections import Counter
 
 import pytest
 
-from pipelines import generation_job
-from pipelines.config import config_from_dict
-from pipelines.filesystem import ArrowFS
-from pipelines.output_guard import OutputRefusedError, check_apart, check_replaceable, normalised, overlaps
-from pipelines.output_swap import ReplaceableOutput
+from pipelines.jobs import generate as generation_job
+from pipelines.jobs.config import config_from_dict
+from pipelines.jobs.filesystem import ArrowFS
+from pipelines.jobs.output_guard import (
+    OutputRefusedError,
+    check_apart,
+    check_replaceable,
+    normalised,
+    overlaps,
+)
+from pipelines.jobs.output_swap import ReplaceableOutput
 from pipelines.spark.worker_failures import WorkerCrashError
 
 # --- paths compared as normalised URIs (no Spark) ---
@@ -117,7 +123,7 @@ def test_a_staging_directory_that_was_never_complete_gives_the_old_output_back(t
 
 
 def test_corpus_job_refuses_an_output_inside_its_sources(tmp_path, capsys):
-    from jobs import prepare_corpus
+    from pipelines.jobs import prepare_corpus
 
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "a.py").write_text("x = 1\n")
@@ -130,7 +136,7 @@ def test_corpus_job_refuses_an_output_inside_its_sources(tmp_path, capsys):
 def test_corpus_and_evaluation_jobs_refuse_a_foreign_output(job, tmp_path, capsys):
     import importlib
 
-    main = importlib.import_module(f"jobs.{job}").main
+    main = importlib.import_module(f"pipelines.jobs.{job}").main
     out = tmp_path / "out"
     out.mkdir()
     (out / "summary.json").write_text("precious")
@@ -143,7 +149,7 @@ def test_corpus_and_evaluation_jobs_refuse_a_foreign_output(job, tmp_path, capsy
 
 
 def test_a_whole_output_is_written_beside_an_earlier_one_and_swapped_in(tmp_path):
-    from pipelines.output_swap import WholeOutput
+    from pipelines.jobs.output_swap import WholeOutput
 
     first = WholeOutput(None, str(tmp_path / "c"), "prepare_corpus", {}, "--out")
     assert first.path == str(tmp_path / "c")

@@ -84,9 +84,9 @@ def repository_prompts():
 
 @pytest.fixture(scope="module")
 def engines():
-    from pipelines import bundled
     from pipelines.engine.engine import GenerationEngine
     from pipelines.engine.params import ModelSpec
+    from pipelines.models import bundled
 
     make = lambda caching: GenerationEngine.load(ModelSpec(  # noqa: E731
         source=str(bundled.DEMO_MODEL_OPENVINO), dtype="float32", num_threads=2, prefix_caching=caching))

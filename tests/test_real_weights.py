@@ -46,7 +46,7 @@ def transformers_completions(gguf, humaneval_prompts):
 
 
 def test_smollm2_gguf_is_a_llama_model_with_its_own_vocabulary(gguf):
-    from pipelines.gguf_file import read_gguf_model
+    from pipelines.models.gguf_file import read_gguf_model
 
     model = read_gguf_model(gguf)
     assert model.family.model_type == "llama" and model.main_tensor_type == "Q4_1"

@@ -9,9 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines import DocumentAssembler, StarCoderTransformer, generation_job
-from pipelines.config import config_from_dict
-from pipelines.input_table import InputError
+from pipelines import DocumentAssembler, StarCoderTransformer
+from pipelines.jobs import generate as generation_job
+from pipelines.jobs.config import config_from_dict
+from pipelines.jobs.input_table import InputError
 
 
 def job(input_path, output_path, model_dir, generation=None, output=None, **input_settings):

@@ -25,7 +25,13 @@ import pytest
 
 from pipelines.evaluation import sandbox
 from pipelines.evaluation.sandbox import (
-    PROJECT_ROOT, SANDBOX_UID_BASE, SANDBOX_UID_RANGE, Check, SandboxLimits, SandboxSettings, result_json,
+    PROJECT_ROOT,
+    SANDBOX_UID_BASE,
+    SANDBOX_UID_RANGE,
+    Check,
+    SandboxLimits,
+    SandboxSettings,
+    result_json,
     run_check,
 )
 

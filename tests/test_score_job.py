@@ -11,11 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines import bundled, scoring_job
-from pipelines.config import ConfigError, config_from_dict
 from pipelines.engine.params import InvalidParamError, ScoringParams
 from pipelines.engine.scoring import DocumentScorer
-from pipelines.sharded_output import OutputExistsError
+from pipelines.jobs import score as scoring_job
+from pipelines.jobs.config import ConfigError, config_from_dict
+from pipelines.jobs.sharded_output import OutputExistsError
+from pipelines.models import bundled
 
 ROOT = Path(__file__).resolve().parent.parent
 N_ROWS = 24

@@ -8,9 +8,10 @@ import pytest
 import torch
 from pyspark.ml import Pipeline, PipelineModel
 
-from pipelines import DocumentAssembler, StarCoderScorer, bundled
+from pipelines import DocumentAssembler, StarCoderScorer
 from pipelines.engine.params import InvalidParamError, ScoringParams
 from pipelines.engine.scoring import DocumentScorer, plan_windows
+from pipelines.models import bundled
 
 SHORT = [
     "def add(a, b):\n    return a + b\n",

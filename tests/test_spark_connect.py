@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from test_entry_points import run
 
 CONNECT = {"SPARK_REMOTE": "local[2]"}

@@ -9,8 +9,8 @@ from pyspark.ml import Pipeline, PipelineModel
 from pyspark.sql import functions as F
 
 from pipelines import DocumentAssembler, StarCoderTransformer
-from pipelines.annotators.annotation_schema import is_annotation_array
 from pipelines.engine.params import GenerationParams, InvalidParamError, ModelSpec
+from pipelines.spark.annotation_schema import is_annotation_array
 
 CODE = [
     "def add(a, b):",
@@ -102,9 +102,9 @@ def test_invalid_values_are_rejected_at_set_time(setter, value, name):
 
 
 def test_model_settings_reach_the_model_spec_from_the_job_config():
-    from pipelines import bundled
-    from pipelines.config import load_config
-    from pipelines.generation_job import build_pipeline
+    from pipelines.jobs.config import load_config
+    from pipelines.jobs.generate import build_pipeline
+    from pipelines.models import bundled
 
     config = load_config(Path(__file__).resolve().parent.parent / "conf" / "local.yaml",
                          ["model.kv_cache_gb=3", "model.num_threads=2", "model.dtype=int8"])
@@ -267,8 +267,8 @@ def test_generation_binds_torch_threads_to_the_task_cores(spark, tiny_model_dir)
     import torch
     from pyspark.sql.pandas.types import to_arrow_type
 
-    from pipelines.annotators.annotation_schema import ANNOTATION_ARRAY_TYPE, document
     from pipelines.engine.params import ModelSpec
+    from pipelines.spark.annotation_schema import ANNOTATION_ARRAY_TYPE, document
     from pipelines.spark.partition_generation import PartitionGenerator
 
     docs = pa.array([[document("def f():", {"sentence": "0"})]], type=to_arrow_type(ANNOTATION_ARRAY_TYPE))

@@ -3,11 +3,10 @@
 import json
 
 import pytest
+from conftest import DATA
 
 from pipelines.engine.gguf_vocab import build_tokenizer, read_gguf_vocab
 from pipelines.engine.tokenizer import BUNDLED_TOKENIZER_DIR, CodeTokenizer
-
-from conftest import DATA
 
 VOCAB_DIR = DATA / "starcoder2-vocab"
 SEPARATOR = "\n__ggml_vocab_test__\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.sql.types import StructType
 
-from pipelines.annotators.annotation_schema import is_annotation_array
+from pipelines.spark.annotation_schema import is_annotation_array
 
 
 class AnnotatorProperties(Params):

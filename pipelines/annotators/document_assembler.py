@@ -14,7 +14,11 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, MapType, StringType
 
-from pipelines.annotators.annotation_schema import ANNOTATION_TYPE, DOCUMENT, annotator_metadata
+from pipelines.spark.annotation_schema import (
+    ANNOTATION_TYPE,
+    DOCUMENT,
+    annotator_metadata,
+)
 
 # Java's String.trim() strips every char <= U+0020; Spark's trim() strips spaces only.
 _JAVA_TRIM = r"^[\x00-\x20]+|[\x00-\x20]+$"

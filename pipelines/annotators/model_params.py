@@ -11,7 +11,12 @@ from pyspark.ml.param import Param, Params, TypeConverters
 
 from pipelines.annotators.annotator_properties import HasBatchedAnnotate
 from pipelines.engine.params import ModelSpec
-from pipelines.model_source import DEFAULT_PRETRAINED, engine_for, resolve_model, resolve_pretrained
+from pipelines.models.source import (
+    DEFAULT_PRETRAINED,
+    engine_for,
+    resolve_model,
+    resolve_pretrained,
+)
 
 
 def declare_param(name, doc, converter):
@@ -144,7 +149,7 @@ class HasModelParams(HasBatchedAnnotate):
         volume), or ollama:NAME[:TAG] from the local Ollama store.
 
         The model is checked here, on the driver: a directory's config.json (a family of
-        model_families.FAMILIES), safetensors weights or an OpenVINO export, and tokenizer.json;
+        models.families.FAMILIES), safetensors weights or an OpenVINO export, and tokenizer.json;
         a GGUF file's header (architecture, tensor types, whole file). Tasks load the model from
         the path it resolved to. A directory holding only an OpenVINO export
         (scripts/export_openvino.sh), or use_openvino=True, runs on OpenVINO; otherwise on PyTorch.
@@ -194,8 +199,14 @@ class HasModelParams(HasBatchedAnnotate):
         partition, appending the output column of annotations."""
         from pyspark.sql.types import StructField, StructType
 
-        from pipelines.annotators.annotation_schema import ANNOTATION_ARRAY_TYPE, annotator_metadata
-        from pipelines.spark.worker_failures import check_worker_python, enable_crash_reports
+        from pipelines.spark.annotation_schema import (
+            ANNOTATION_ARRAY_TYPE,
+            annotator_metadata,
+        )
+        from pipelines.spark.worker_failures import (
+            check_worker_python,
+            enable_crash_reports,
+        )
 
         self.check_input_columns(dataset.schema)
         spec = self.model_spec()

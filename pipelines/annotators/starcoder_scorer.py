@@ -17,11 +17,16 @@ from pyspark.ml.param import TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
 
-from pipelines.annotators.annotation_schema import DOCUMENT
 from pipelines.annotators.annotator_properties import AnnotatorProperties
 from pipelines.annotators.model_params import HasModelParams, declare_param
-from pipelines.engine.params import InvalidParamError, ModelSpec, ScoringParams, validate_generation_value
-from pipelines.model_source import engine_for
+from pipelines.engine.params import (
+    InvalidParamError,
+    ModelSpec,
+    ScoringParams,
+    validate_generation_value,
+)
+from pipelines.models.source import engine_for
+from pipelines.spark.annotation_schema import DOCUMENT
 
 
 class StarCoderScorer(

@@ -16,11 +16,15 @@ from pyspark.ml.param import TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
 
-from pipelines.annotators.annotation_schema import DOCUMENT
 from pipelines.annotators.annotator_properties import AnnotatorProperties
 from pipelines.annotators.model_params import HasModelParams, declare_param
-from pipelines.engine.params import GenerationParams, ModelSpec, validate_generation_value
-from pipelines.stop_presets import stop_strings
+from pipelines.engine.params import (
+    GenerationParams,
+    ModelSpec,
+    validate_generation_value,
+)
+from pipelines.prompts.stop_presets import stop_strings
+from pipelines.spark.annotation_schema import DOCUMENT
 
 
 class StarCoderTransformer(

@@ -127,7 +127,7 @@ def summarize_model(source: str | Path) -> CheckpointSummary:
     """The summary of a model directory's safetensors, or of a GGUF file's tensors. A GGUF model
     is dequantised into fresh memory, so its stored_dtype is the GGML type (Q8_0, F16, ...),
     never a compute dtype: its weights are never shared between workers."""
-    from pipelines.gguf_file import is_gguf_file, read_gguf_model
+    from pipelines.models.gguf_file import is_gguf_file, read_gguf_model
 
     if not is_gguf_file(source):
         return summarize_checkpoint(source)

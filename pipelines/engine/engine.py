@@ -9,11 +9,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from pipelines import faults
+import pipelines.faults as faults
 from pipelines.engine.generate import Request
 from pipelines.engine.params import GenerationParams, InvalidParamError, ModelSpec
 from pipelines.engine.tokenizer import CodeTokenizer
-from pipelines.model_source import engine_for
+from pipelines.models.source import engine_for
 
 FINISH_EMPTY = "empty_input"
 FINISH_ERROR = "error"

@@ -18,8 +18,8 @@ import torch
 
 from pipelines.engine import sampling
 from pipelines.engine.batch_rows import BatchRows
-from pipelines.engine.prefix_sharing import common_prefix
 from pipelines.engine.params import GenerationParams
+from pipelines.engine.prefix_sharing import common_prefix
 
 FINISH_EOS = "eos"
 FINISH_STOP = "stop"

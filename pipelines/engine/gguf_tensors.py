@@ -11,14 +11,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipelines.gguf_file import EMBEDDING_TENSOR, GgufModel, open_reader
+from pipelines.models.gguf_file import EMBEDDING_TENSOR, GgufModel, open_reader
 
 
 class GgufTensorReader:
     """The same interface as model_loader.TensorReader: `name in reader`, `reader.read(name)`."""
 
     def __init__(self, gguf: GgufModel, model):
-        from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor
+        from transformers.modeling_gguf_pytorch_utils import (
+            TENSOR_PROCESSORS,
+            TensorProcessor,
+        )
 
         self._processor = TENSOR_PROCESSORS.get(gguf.architecture, TensorProcessor)(config=gguf.config)
         self._to_hf = gguf_to_hf_names(model, gguf.architecture, gguf.config["num_hidden_layers"])

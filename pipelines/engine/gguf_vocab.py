@@ -32,7 +32,7 @@ PRE_TOKENIZERS = {
 
 def read_gguf_vocab(gguf_path: str | Path) -> dict:
     """Read tokens, merges, special-token ids and the tokenizer family from a GGUF file."""
-    from pipelines.gguf_file import open_reader
+    from pipelines.models.gguf_file import open_reader
 
     reader = open_reader(gguf_path)
     fields = reader.fields
@@ -73,7 +73,15 @@ def read_gguf_vocab(gguf_path: str | Path) -> dict:
 
 def build_tokenizer(vocab: dict):
     """Build the `tokenizers.Tokenizer` a GGUF vocabulary describes (StarCoder2's, for its GGUF)."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+    )
 
     token_to_id = {tok: i for i, tok in enumerate(vocab["tokens"])}
     merges = [tuple(m.split(" ", 1)) for m in vocab["merges"]]

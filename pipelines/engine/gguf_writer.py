@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.model_families import FAMILIES
+from pipelines.models.families import FAMILIES
 
 # model_type -> GGUF architecture name, as llama.cpp converts them (mistral is written as llama).
 ARCHITECTURES = {t: f.gguf_architectures[0] for t, f in FAMILIES.items() if f.gguf_architectures}

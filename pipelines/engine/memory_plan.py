@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipelines.engine.checkpoint import summarize_model
-from pipelines.model_source import engine_for, model_config
+from pipelines.models.source import engine_for, model_config
 
 GiB = 2**30
 # A Python worker with pyspark, pyarrow, torch and transformers imported, before any weight

@@ -19,9 +19,9 @@ import torch
 from pipelines.engine.checkpoint import TensorEntry, summarize_checkpoint, tensor_index
 from pipelines.engine.int8_linear import Int8Linear
 from pipelines.engine.params import ModelSpec
-from pipelines.gguf_file import is_gguf_file, read_gguf_model
-from pipelines.model_families import FAMILIES
-from pipelines.model_source import model_config, validate_model_source
+from pipelines.models.families import FAMILIES
+from pipelines.models.gguf_file import is_gguf_file, read_gguf_model
+from pipelines.models.source import model_config, validate_model_source
 
 _TORCH_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
                  "I64": torch.int64, "I32": torch.int32, "I8": torch.int8, "U8": torch.uint8}
@@ -126,7 +126,7 @@ def convert_parameters(model, reader: TensorReader, dtype: torch.dtype) -> None:
 
 
 def model_class(source: str):
-    """The transformers causal-LM class of a model's family (model_families.FAMILIES)."""
+    """The transformers causal-LM class of a model's family (models.families.FAMILIES)."""
     import transformers
 
     return getattr(transformers, FAMILIES[model_config(source)["model_type"]].transformers_class)

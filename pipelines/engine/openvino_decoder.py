@@ -14,8 +14,14 @@ from __future__ import annotations
 
 import os
 
-from pipelines import faults
-from pipelines.engine.generate import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Request, SequenceOutput
+import pipelines.faults as faults
+from pipelines.engine.generate import (
+    FINISH_EOS,
+    FINISH_LENGTH,
+    FINISH_STOP,
+    Request,
+    SequenceOutput,
+)
 from pipelines.engine.params import InvalidParamError, ModelSpec
 from pipelines.engine.prefix_sharing import shared_prefixes
 

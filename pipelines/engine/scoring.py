@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pipelines import faults
+import pipelines.faults as faults
 from pipelines.engine.params import InvalidParamError, ScoringParams
 
 # Logits of one LM-head chunk (rows x vocabulary, float32): 49,152 columns -> ~680 rows.

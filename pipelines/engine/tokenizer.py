@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipelines.model_families import FimFormat, fim_format_for
+from pipelines.models.families import FimFormat, fim_format_for
 
 BUNDLED_TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "assets" / "starcoder2-tokenizer"
 
@@ -70,7 +70,7 @@ class CodeTokenizer:
     def from_gguf(cls, path: str | Path) -> "CodeTokenizer":
         """The tokenizer a GGUF file carries (its vocabulary, merges and special-token ids)."""
         from pipelines.engine.gguf_vocab import build_tokenizer, read_gguf_vocab
-        from pipelines.gguf_file import read_gguf_model
+        from pipelines.models.gguf_file import read_gguf_model
 
         vocab = read_gguf_vocab(path)
         add_bos = vocab["add_bos"]
@@ -82,7 +82,7 @@ class CodeTokenizer:
     @classmethod
     def for_model(cls, source: str | Path) -> "CodeTokenizer":
         """The tokenizer of a resolved model source: a directory or a GGUF file."""
-        from pipelines.gguf_file import is_gguf_file
+        from pipelines.models.gguf_file import is_gguf_file
 
         return cls.from_gguf(source) if is_gguf_file(source) else cls.from_dir(source)
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from pipelines import faults
+import pipelines.faults as faults
 from pipelines.engine import memory_plan
 from pipelines.engine.generate import Request, SequenceOutput, generate_requests
 from pipelines.engine.model_loader import load_model
 from pipelines.engine.params import ModelSpec
 from pipelines.engine.prefix_sharing import grouped, shared_prefixes
-from pipelines.model_families import standard_config
+from pipelines.models.families import standard_config
 
 
 def compute_element_size(model) -> int:

@@ -17,7 +17,12 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines.evaluation.sandbox import Check, SandboxLimits, SandboxSettings, run_check
+from pipelines.evaluation.sandbox import (
+    Check,
+    SandboxLimits,
+    SandboxSettings,
+    run_check,
+)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -14,7 +14,14 @@ import logging
 import os
 import re
 
-from pipelines.engine.memory_plan import GiB, MemoryPlan, MemoryPlanError, gib, settings_that_fit, worker_memory
+from pipelines.engine.memory_plan import (
+    GiB,
+    MemoryPlan,
+    MemoryPlanError,
+    gib,
+    settings_that_fit,
+    worker_memory,
+)
 from pipelines.engine.params import ModelSpec
 
 log = logging.getLogger("pipelines.memory")

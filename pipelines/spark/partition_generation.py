@@ -12,10 +12,16 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from pipelines.annotators.annotation_schema import ANNOTATION_ARRAY_TYPE, document
 from pipelines.engine.params import GenerationParams, ModelSpec
+from pipelines.spark.annotation_schema import ANNOTATION_ARRAY_TYPE, document
 from pipelines.spark.partition_rows import (
-    annotations_per_row, log, log_partition, log_to_stderr, task_cores, with_output_column, worker_engine,
+    annotations_per_row,
+    log,
+    log_partition,
+    log_to_stderr,
+    task_cores,
+    with_output_column,
+    worker_engine,
 )
 from pipelines.spark.worker_failures import crash_note, leave_crash_note
 

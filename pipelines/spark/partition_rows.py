@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pyarrow as pa
 
-from pipelines import faults
+import pipelines.faults as faults
 from pipelines.engine.params import ModelSpec
 from pipelines.spark import model_cache
 

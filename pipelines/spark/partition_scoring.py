@@ -13,10 +13,15 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from pipelines.annotators.annotation_schema import ANNOTATION_ARRAY_TYPE, document
 from pipelines.engine.params import ModelSpec, ScoringParams
+from pipelines.spark.annotation_schema import ANNOTATION_ARRAY_TYPE, document
 from pipelines.spark.partition_rows import (
-    annotations_per_row, log, log_partition, log_to_stderr, with_output_column, worker_engine,
+    annotations_per_row,
+    log,
+    log_partition,
+    log_to_stderr,
+    with_output_column,
+    worker_engine,
 )
 from pipelines.spark.worker_failures import crash_note, leave_crash_note
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipelines.model_source import to_local_path
-from pipelines.spark_session import is_spark_connect
+from pipelines.jobs.session import is_spark_connect
+from pipelines.models.locations import to_local_path
 
 # URI scheme -> the scheme pyarrow knows it by (Hadoop's s3a/s3n are S3).
 OBJECT_STORE_SCHEMES = {"s3": "s3", "s3a": "s3", "s3n": "s3", "gs": "gs", "gcs": "gs", "abfs": "abfs",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from pipelines.model_families import ModelFamily, family_for_gguf
+from pipelines.models.families import ModelFamily, family_for_gguf
 
 GGUF_MAGIC = b"GGUF"
 # The tensor dimension gguf lists first is the innermost one: a linear layer's weight of

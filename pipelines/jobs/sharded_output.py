@@ -14,9 +14,9 @@ import json
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines.filesystem import failure_reason, io_failure, output_filesystem
-from pipelines.output_guard import MANIFEST, OutputRefusedError, check_replaceable
-from pipelines.output_swap import SUCCESS, ReplaceableOutput
+from pipelines.jobs.filesystem import failure_reason, io_failure, output_filesystem
+from pipelines.jobs.output_guard import MANIFEST, OutputRefusedError, check_replaceable
+from pipelines.jobs.output_swap import SUCCESS, ReplaceableOutput
 
 SHARD_COL = "shard"
 RETRY_DIR = "_retry"  # a retried shard is written here, then swapped in

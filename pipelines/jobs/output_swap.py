@@ -14,8 +14,18 @@ from __future__ import annotations
 import json
 import posixpath
 
-from pipelines.filesystem import OBJECT_STORE_SCHEMES, ArrowFS, output_filesystem, scheme_of
-from pipelines.output_guard import MANIFEST, OutputRefusedError, check_apart, check_replaceable
+from pipelines.jobs.filesystem import (
+    OBJECT_STORE_SCHEMES,
+    ArrowFS,
+    output_filesystem,
+    scheme_of,
+)
+from pipelines.jobs.output_guard import (
+    MANIFEST,
+    OutputRefusedError,
+    check_apart,
+    check_replaceable,
+)
 
 SUCCESS = "_SUCCESS"
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from pipelines import bundled
 from pipelines.engine.params import GenerationParams, InvalidParamError, ScoringParams
-from pipelines.stop_presets import stop_strings
+from pipelines.models import bundled
+from pipelines.prompts.stop_presets import stop_strings
 
 OUTPUT_MODES = ("error", "overwrite", "resume", "retry_errors")
 ON_ERROR = ("fail", "keep")
@@ -78,7 +78,7 @@ class GenerationSettings:
     ignore_token_ids: list[int] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
     stop_strings: list[str] = field(default_factory=list)
-    stop_preset: str = ""  # a language of pipelines.stop_presets, combined with stop_strings
+    stop_preset: str = ""  # a language of pipelines.prompts.stop_presets, combined with stop_strings
     max_input_length: int = 4096
     random_seed: int | None = None
     n_return_sequences: int = 1

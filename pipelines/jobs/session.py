@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from pipelines.config import SparkSettings
+from pipelines.jobs.config import SparkSettings
 
 
 def worker_environment() -> None:

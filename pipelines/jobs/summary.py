@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from pipelines.config import JobConfig
+from pipelines.jobs.config import JobConfig
 
 
 def render_table(rows: list[tuple[str, str]]) -> str:
@@ -78,7 +78,7 @@ class Summary(_JobSummary):
 
 def summarize(written: DataFrame, config: JobConfig, *, rows_in, shards_written, model_seconds, seconds,
               master, model_path) -> Summary:
-    from pipelines.sharded_output import SHARD_COL
+    from pipelines.jobs.sharded_output import SHARD_COL
 
     totals = written.agg(
         F.count(F.lit(1)).alias("rows"),
@@ -165,7 +165,7 @@ def summarize_scores(written: DataFrame, config: JobConfig, *, rows_in, shards_w
                      master, model_path) -> ScoringSummary:
     import math
 
-    from pipelines.sharded_output import SHARD_COL
+    from pipelines.jobs.sharded_output import SHARD_COL
 
     scored = F.greatest(F.col("tokens") - 1, F.lit(0))
     totals = written.agg(

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEMO_MODEL = ASSETS / "demo-model"
 DEMO_MODEL_OPENVINO = ASSETS / "demo-model-openvino"  # the demo model exported with fp16 weights
 SAMPLE_PROMPTS = ASSETS / "sample-corpus" / "prompts.parquet"

@@ -10,8 +10,8 @@ def spark_session(master: str = "local[2]") -> SparkSession:
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    from pipelines.config import SparkSettings
-    from pipelines.spark_session import build_session
+    from pipelines.jobs.config import SparkSettings
+    from pipelines.jobs.session import build_session
 
     return build_session(SparkSettings(master=master, app_name="starcoder-pipelines-notebook"))
 

@@ -12,8 +12,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.gguf_file import GgufFileError, is_gguf_file, read_gguf_model
-from pipelines.model_families import UnsupportedModelError, family_for, standard_config
+from pipelines.models.families import UnsupportedModelError, family_for, standard_config
+from pipelines.models.gguf_file import GgufFileError, is_gguf_file, read_gguf_model
+from pipelines.models.locations import ModelSourceError, to_local_path
+from pipelines.models.ollama_store import is_ollama_name, resolve_ollama_model
 
 # Spark NLP's published StarCoder2 names -> the weights they were exported from.
 # Spark NLP ships these as OpenVINO/ONNX int8/int4 exports; here the same weights run in
@@ -34,25 +36,12 @@ PICKLE_WEIGHT_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "mod
 _HUB_FILES = ["*.json", "*.safetensors", "*.txt"]
 
 
-class ModelSourceError(ValueError):
-    """A model directory or name cannot be used; the message says why and what to do."""
-
-
 @dataclass(frozen=True)
 class ResolvedModel:
     # a local directory holding config.json, weights (safetensors or an OpenVINO export) and
     # tokenizer.json, or a GGUF file (an Ollama model resolves to its GGUF blob)
     path: str
     dtype: str = "auto"
-
-
-def to_local_path(location: str) -> str:
-    """Map DBFS URIs to their FUSE mount (what Python on a Databricks worker can open)."""
-    if location.startswith("dbfs:/"):
-        return "/dbfs/" + location[len("dbfs:/"):].lstrip("/")
-    if location.startswith("file:"):
-        return location[len("file:"):] if not location.startswith("file://") else location[len("file://"):]
-    return location
 
 
 def looks_like_hub_id(location: str) -> bool:
@@ -168,7 +157,7 @@ def validate_model_source(path: str | Path) -> Path:
 
 def model_config(source: str | Path) -> dict:
     """The model's config as a dict (config.json, or what a GGUF file's keys say), with the
-    sizes under the standard names (model_families.standard_config)."""
+    sizes under the standard names (models.families.standard_config)."""
     if is_gguf_file(source):
         return standard_config(read_gguf_model(str(source)).config)
     return standard_config(json.loads((Path(source) / "config.json").read_text()))
@@ -192,8 +181,6 @@ def download_from_hub(repo_id: str) -> str:
 def resolve_model(location: str, dtype: str = "auto") -> ResolvedModel:
     """Turn a directory, DBFS/volume path, GGUF file, ollama:NAME[:TAG] or hub id into a
     validated local model directory or GGUF file."""
-    from pipelines.ollama_store import is_ollama_name, resolve_ollama_model
-
     if is_ollama_name(location):
         return ResolvedModel(path=str(validate_gguf(resolve_ollama_model(location), named_as=location)), dtype=dtype)
     local = to_local_path(location)

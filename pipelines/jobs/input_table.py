@@ -9,7 +9,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
 
-from pipelines.config import InputSettings
+from pipelines.jobs.config import InputSettings
 
 
 class InputError(ValueError):

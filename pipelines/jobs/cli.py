@@ -1,18 +1,18 @@
-"""The command line both batch jobs share: --conf and --set, a Spark session, errors as one line.
+"""The command line the generation and scoring jobs share: --conf and --set, a Spark session,
+errors as one line.
 
-`main_for("generation_job", description, argv)` runs `pipelines.generation_job.run` (or any job
-module with `run(spark, config)` returning a summary with `table()`) and returns the exit code:
-0 done, 1 the job refused or failed with a message, 2 a bad config.
+`main_for(run, description, argv)` runs a job's `run(spark, config)` (which returns a summary with
+`table()`) and returns the exit code: 0 done, 1 the job refused or failed with a message, 2 a bad
+config.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
-from pipelines.config import ConfigError, load_config
+from pipelines.jobs.config import ConfigError, load_config
 
 log = logging.getLogger("pipelines.job")
 
@@ -27,7 +27,7 @@ def parse_args(argv, description: str):
     return parser.parse_args(argv)
 
 
-def main_for(job_module: str, description: str, argv=None) -> int:
+def main_for(run, description: str, argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args(argv, description)
     try:
@@ -38,14 +38,13 @@ def main_for(job_module: str, description: str, argv=None) -> int:
     log.info("config:\n%s", config.to_json())
 
     from pipelines.engine.memory_plan import MemoryPlanError
-    from pipelines.sharded_output import OutputWriteError
+    from pipelines.jobs.session import build_session
+    from pipelines.jobs.sharded_output import OutputWriteError
     from pipelines.spark.worker_failures import WorkerCrashError, WorkerEnvironmentError
-    from pipelines.spark_session import build_session
 
-    job = importlib.import_module(f"pipelines.{job_module}")
     spark = build_session(config.spark)
     try:
-        summary = job.run(spark, config)
+        summary = run(spark, config)
     except (ValueError, FileExistsError, PermissionError, MemoryPlanError, WorkerCrashError,
             WorkerEnvironmentError, OutputWriteError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -17,14 +17,18 @@ from typing import Callable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines.config import JobConfig
-from pipelines.filesystem import io_failure
-from pipelines.input_table import check_ids, read_input
-from pipelines.model_source import resolve_model
-from pipelines.output_guard import check_apart
-from pipelines.sharded_output import ShardedOutput, shard_of
-from pipelines.spark_session import default_parallelism, session_master
-from pipelines.spark.worker_failures import WorkerCrashError, check_worker_python, explain_failure
+from pipelines.jobs.config import JobConfig
+from pipelines.jobs.filesystem import io_failure
+from pipelines.jobs.input_table import check_ids, read_input
+from pipelines.jobs.output_guard import check_apart
+from pipelines.jobs.session import default_parallelism, session_master
+from pipelines.jobs.sharded_output import ShardedOutput, shard_of
+from pipelines.models.source import resolve_model
+from pipelines.spark.worker_failures import (
+    WorkerCrashError,
+    check_worker_python,
+    explain_failure,
+)
 
 log = logging.getLogger("pipelines.job")
 

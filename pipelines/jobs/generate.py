@@ -15,13 +15,13 @@ from pyspark.sql import functions as F
 
 from pipelines.annotators.document_assembler import DocumentAssembler
 from pipelines.annotators.starcoder_transformer import StarCoderTransformer
-from pipelines.config import JobConfig
 from pipelines.engine.tokenizer import CodeTokenizer
-from pipelines.fim import fim_prompt_column
-from pipelines.model_families import no_fim_error
-from pipelines.model_source import resolve_model
-from pipelines.sharded_job import run_model_job
-from pipelines.summary import Summary, summarize
+from pipelines.jobs.config import JobConfig
+from pipelines.jobs.sharded_job import run_model_job
+from pipelines.jobs.summary import Summary, summarize
+from pipelines.models.families import FimFormat, no_fim_error
+from pipelines.models.source import resolve_model
+from pipelines.prompts.fim import STARCODER_FIM
 
 DOCUMENT_COL = "document"
 GENERATION_COL = "generation"
@@ -77,6 +77,22 @@ def with_prompt(df: DataFrame, config: JobConfig, model_path: str | None = None)
         fim = model_fim_format(model_path or resolve_model(config.model.source).path)
         return df.withColumn(PROMPT_COL, fim_prompt_column(i.prefix_col, i.suffix_col, path_col=i.path_col, fim=fim))
     return df.withColumn(PROMPT_COL, F.col(i.text_col))
+
+
+def fim_prompt_column(prefix_col: str, suffix_col: str, repo_col: str | None = None, path_col: str | None = None,
+                      fim: FimFormat = STARCODER_FIM):
+    """`fim_prompt` built by Spark SQL, for a DataFrame with prefix and suffix columns."""
+    parts = []
+    if repo_col is not None and fim.repo_token:
+        parts += [F.lit(fim.repo_token), F.coalesce(F.col(repo_col), F.lit(""))]
+    if path_col is not None and fim.file_token:
+        parts += [F.lit(fim.file_token), F.coalesce(F.col(path_col), F.lit("")), F.lit("\n")]
+    parts += [
+        F.lit(fim.prefix_token), F.coalesce(F.col(prefix_col), F.lit("")),
+        F.lit(fim.suffix_token), F.coalesce(F.col(suffix_col), F.lit("")),
+        F.lit(fim.middle_token),
+    ]
+    return F.concat(*parts)
 
 
 def model_fim_format(model_path: str):
@@ -147,3 +163,8 @@ def run(spark: SparkSession, config: JobConfig) -> Summary:
     return run_model_job(spark, config, build_pipeline=build_pipeline, manifest=manifest, transform=generations,
                          summarize=summarize)
 
+
+def main(argv=None) -> int:
+    from pipelines.jobs.cli import main_for
+
+    return main_for(run, "Batch code generation with StarCoder2 on Spark", argv)

@@ -15,9 +15,9 @@ from pyspark.sql import functions as F
 
 from pipelines.annotators.document_assembler import DocumentAssembler
 from pipelines.annotators.starcoder_scorer import StarCoderScorer
-from pipelines.config import ConfigError, JobConfig
-from pipelines.sharded_job import run_model_job
-from pipelines.summary import ScoringSummary, summarize_scores
+from pipelines.jobs.config import ConfigError, JobConfig
+from pipelines.jobs.sharded_job import run_model_job
+from pipelines.jobs.summary import ScoringSummary, summarize_scores
 
 DOCUMENT_COL = "document"
 SCORE_COL = "score"
@@ -100,3 +100,9 @@ def run(spark: SparkSession, config: JobConfig) -> ScoringSummary:
     check_scoring_input(config)
     return run_model_job(spark, config, build_pipeline=build_pipeline, manifest=manifest, transform=scores,
                          summarize=summarize_scores)
+
+
+def main(argv=None) -> int:
+    from pipelines.jobs.cli import main_for
+
+    return main_for(run, "Perplexity of every document of a corpus with StarCoder2 on Spark", argv)

@@ -25,7 +25,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from pipelines.model_source import ModelSourceError, to_local_path
+from pipelines.models.locations import ModelSourceError, to_local_path
 
 OLLAMA_PREFIX = "ollama:"
 DEFAULT_HOST = "registry.ollama.ai"
