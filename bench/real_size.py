@@ -41,7 +41,7 @@ def build_3b(dest: Path) -> str:
     import torch
     from transformers import Starcoder2ForCausalLM
 
-    from pipelines.engine.model_builder import (
+    from devtools.model_builder import (
         STARCODER2_3B,
         save_model_dir,
         starcoder2_config,

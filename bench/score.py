@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=256)
     parser.add_argument("--naive-docs", type=int, default=64, help="the naive baseline runs on a spread subset")
-    parser.add_argument("--size", default="bench", help="model size of pipelines.engine.model_builder.SIZES")
+    parser.add_argument("--size", default="bench", help="model size of devtools.model_builder.SIZES")
     parser.add_argument("--window", type=int, default=1024, help="maxInputLength (naive: truncation)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per approach (median)")
@@ -113,8 +113,8 @@ def main(argv=None) -> int:
 
     from run import gemm_peak_flops, in_fresh_process, spread
 
+    from devtools.model_builder import build_random_model
     from pipelines.engine.checkpoint import tensor_index
-    from pipelines.engine.model_builder import build_random_model
     from pipelines.models import bundled
 
     log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)  # noqa: E731

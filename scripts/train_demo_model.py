@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from pipelines.engine.model_builder import (  # noqa: E402
+from devtools.model_builder import (  # noqa: E402
     parameter_count,
     save_model_dir,
     starcoder2_config,

@@ -28,7 +28,7 @@ def tiny_model_dir(tmp_path_factory):
 
     Weights are drawn wider than the usual init so that greedy output varies from token to token.
     """
-    from pipelines.engine.model_builder import build_random_model
+    from devtools.model_builder import build_random_model
 
     return build_random_model(tmp_path_factory.mktemp("models") / "tiny", "tiny", seed=0, initializer_range=0.3)
 

@@ -1,7 +1,6 @@
 """DocumentAssembler: Spark NLP's output, params and cleanup modes."""
 
 import pytest
-from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
     IntegerType,

@@ -11,6 +11,8 @@ import pytest
 
 from pipelines.models import bundled
 
+pytestmark = pytest.mark.slow  # end to end: the jobs and notebooks as programs, spark-submit
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -56,6 +56,7 @@ def test_sandbox_contains_the_program(program, status, detail):
     assert not Path("/tmp/sandbox-escape.txt").exists()
 
 
+@pytest.mark.slow
 def test_canonical_solutions_pass_164_of_164(spark):
     problems = problems_frame(spark)
     samples = problems.select("task_id", "prompt", "test", "entry_point", F.col("canonical").alias("completion"))
@@ -78,6 +79,7 @@ def test_broken_solutions_fail(spark):
     assert checked.where(F.col("detail").contains("NotImplementedError")).count() == 40
 
 
+@pytest.mark.slow
 def test_evaluate_job_end_to_end(tmp_path):
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run(

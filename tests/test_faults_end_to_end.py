@@ -14,6 +14,8 @@ import pyspark
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow  # end to end: a killed driver, a lost worker of a standalone cluster
+
 ROOT = Path(__file__).resolve().parent.parent
 SPARK_HOME = Path(pyspark.__file__).parent
 N_ROWS = 48

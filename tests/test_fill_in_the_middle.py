@@ -1,7 +1,6 @@
 """Fill-in-the-middle: StarCoder2's prompt format, middle-only results, FIM stops, and scoring."""
 
 import pytest
-from pyspark.sql import functions as F
 
 from pipelines.engine.params import GenerationParams
 from pipelines.jobs import generate as generation_job

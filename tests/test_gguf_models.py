@@ -8,10 +8,10 @@ import pytest
 import torch
 from test_tokenizer import reference_cases
 
+from devtools.gguf_writer import write_gguf
+from devtools.model_builder import build_family_model, build_random_model
 from pipelines.engine.engine import GenerationEngine
 from pipelines.engine.generate import Request
-from pipelines.engine.gguf_writer import write_gguf
-from pipelines.engine.model_builder import build_family_model, build_random_model
 from pipelines.engine.params import GenerationParams, ModelSpec
 from pipelines.engine.tokenizer import BUNDLED_TOKENIZER_DIR, CodeTokenizer
 from pipelines.models.gguf_file import read_gguf_model
@@ -193,11 +193,11 @@ def test_missing_gguf_file_is_named(tmp_path):
 
 
 def test_gguf_refuses_the_openvino_engine(starcoder2_gguf):
-    from pipelines.models.source import engine_for
+    from pipelines.engine.backends import choose_backend
 
-    assert engine_for(str(starcoder2_gguf["F32"])) == "pytorch"
-    with pytest.raises(ModelSourceError, match="GGUF file, which runs on engine 'pytorch'"):
-        engine_for(str(starcoder2_gguf["F32"]), "openvino")
+    assert choose_backend(str(starcoder2_gguf["F32"])).name == "pytorch"
+    with pytest.raises(ModelSourceError, match="is a GGUF file: use engine 'pytorch'"):
+        choose_backend(str(starcoder2_gguf["F32"]), "openvino")
 
 
 def test_ollama_name_resolves_to_its_verified_gguf_blob(starcoder2_gguf, tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""pipelines.engine.gguf_writer: Hugging Face directory -> GGUF, read back by transformers' GGUF loader."""
+"""devtools.gguf_writer: Hugging Face directory -> GGUF, read back by transformers' GGUF loader."""
 
 import json
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import DATA
 
-from pipelines.engine.gguf_writer import _llama_permute, write_gguf
-from pipelines.engine.model_builder import build_family_model, build_random_model
+from devtools.gguf_writer import _llama_permute, write_gguf
+from devtools.model_builder import build_family_model, build_random_model
 
 LLAMA_VOCAB = DATA / "starcoder2-vocab" / "ggml-vocab-starcoder.gguf"  # written by llama.cpp
 Q8_0 = gguf.GGMLQuantizationType.Q8_0

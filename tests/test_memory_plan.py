@@ -10,10 +10,10 @@ import types
 
 import pytest
 
+from devtools.model_builder import STARCODER2_3B
 from pipelines.annotators.starcoder_transformer import StarCoderTransformer
 from pipelines.engine.checkpoint import summarize_checkpoint
 from pipelines.engine.memory_plan import GiB, MemoryPlanError, worker_memory
-from pipelines.engine.model_builder import STARCODER2_3B
 from pipelines.engine.tokenizer import BUNDLED_TOKENIZER_DIR
 from pipelines.jobs import generate as generation_job
 from pipelines.jobs.config import config_from_dict

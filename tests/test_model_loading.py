@@ -43,7 +43,7 @@ def linear_heavy_dirs(tmp_path_factory):
     """The same random model saved as float32 and as bfloat16."""
     from transformers import Starcoder2ForCausalLM
 
-    from pipelines.engine.model_builder import save_model_dir, starcoder2_config
+    from devtools.model_builder import save_model_dir, starcoder2_config
 
     torch.manual_seed(0)
     model = Starcoder2ForCausalLM(starcoder2_config("tiny", **LINEAR_HEAVY))

@@ -1,6 +1,8 @@
 """The OpenVINO engine on the bundled demo model's export: same answers as the PyTorch engine,
 the same generation settings honoured, batch-invariant, and usable from Spark."""
 
+import pathlib
+
 import pandas as pd
 import pytest
 import torch
@@ -8,13 +10,14 @@ import torch
 pytest.importorskip("openvino_genai")
 
 from pipelines.annotators.starcoder_transformer import StarCoderTransformer  # noqa: E402
+from pipelines.engine.backends import choose_backend  # noqa: E402
 from pipelines.engine.engine import GenerationEngine  # noqa: E402
 from pipelines.engine.generate import Request  # noqa: E402
 from pipelines.engine.params import GenerationParams, InvalidParamError, ModelSpec  # noqa: E402
 from pipelines.jobs import generate as generation_job  # noqa: E402
 from pipelines.jobs.config import config_from_dict  # noqa: E402
 from pipelines.models import bundled  # noqa: E402
-from pipelines.models.source import ModelSourceError, engine_for  # noqa: E402
+from pipelines.models.source import ModelSourceError  # noqa: E402
 from pipelines.prompts.fim import fim_prompt  # noqa: E402
 
 OV_DIR = str(bundled.DEMO_MODEL_OPENVINO)
@@ -36,6 +39,10 @@ def pt():
     return GenerationEngine.load(ModelSpec(source=PT_DIR, dtype="float32", num_threads=2))
 
 
+def engine_for(source, engine="auto", device="auto", params=None):
+    return choose_backend(source, engine, device, params).name
+
+
 def test_engine_is_picked_by_what_the_directory_holds(tmp_path):
     assert engine_for(OV_DIR) == "openvino" and engine_for(PT_DIR) == "pytorch"
     assert engine_for(PT_DIR, "pytorch") == "pytorch" and engine_for(OV_DIR, "openvino") == "openvino"
@@ -43,6 +50,37 @@ def test_engine_is_picked_by_what_the_directory_holds(tmp_path):
         engine_for(PT_DIR, "openvino")
     with pytest.raises(ModelSourceError, match="use engine 'openvino'"):
         engine_for(OV_DIR, "pytorch")
+    with pytest.raises(InvalidParamError, match="engine 'openvino' runs on cpu, not device 'cuda'; use engine 'pytorch'"):
+        engine_for(OV_DIR, "openvino", "cuda")
+
+
+def test_auto_takes_the_first_row_of_the_table_that_runs_the_model_with_the_params(tmp_path):
+    both = tmp_path / "both"  # a directory holding safetensors weights and an OpenVINO export
+    both.mkdir()
+    for directory in (PT_DIR, OV_DIR):
+        for f in pathlib.Path(directory).iterdir():
+            if not (both / f.name).exists():
+                (both / f.name).symlink_to(f)
+    assert engine_for(str(both)) == "pytorch"  # the table's order
+    assert engine_for(str(both), "openvino") == "openvino"
+    logprobs = GenerationParams(output_logprobs=True)
+    assert engine_for(OV_DIR, "auto", "auto", GenerationParams()) == "openvino"
+    with pytest.raises(InvalidParamError, match="outputLogProbs is not supported by engine 'openvino'.*use engine 'pytorch'"):
+        engine_for(OV_DIR, "auto", "auto", logprobs)  # only openvino runs an export alone
+    with pytest.raises(InvalidParamError, match="ignoreTokenIds is not supported by engine 'openvino'"):
+        engine_for(str(both), "openvino", "auto", GenerationParams(ignore_token_ids=(5,)))
+
+
+def test_a_refused_param_fails_on_the_driver_before_any_model_loads(spark, load_log, prompts):
+    loads_before = load_log.read_text() if load_log.exists() else ""
+    docs = spark.createDataFrame([(0, prompts[0])], "id long, text string")
+    from pipelines import DocumentAssembler
+
+    docs = DocumentAssembler().setInputCol("text").setOutputCol("documents").transform(docs)
+    annotator = StarCoderTransformer.loadSavedModel(OV_DIR).setInputCols(["documents"]).setOutputLogProbs(True)
+    with pytest.raises(InvalidParamError, match="outputLogProbs is not supported by engine 'openvino'"):
+        annotator.transform(docs)
+    assert (load_log.read_text() if load_log.exists() else "") == loads_before
     with pytest.raises(InvalidParamError, match="engine must be one of"):
         ModelSpec(source=OV_DIR, engine="onnx")
 

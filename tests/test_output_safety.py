@@ -277,6 +277,7 @@ def fill_when(path_to_appear, disk, stop):
         pass
 
 
+@pytest.mark.slow
 def test_a_full_disk_fails_with_a_sentence_keeps_committed_shards_and_resume_completes(
         spark, tiny_model_dir, tmp_path, small_disk, inject_faults):
     table = write_table(spark, tmp_path / "in", ROWS)

@@ -6,9 +6,11 @@ import pytest
 import torch
 from pyspark.ml import Pipeline
 
+from devtools.real_weights import smollm2_gguf
 from pipelines import DocumentAssembler, StarCoderTransformer
 from pipelines.engine.tokenizer import CodeTokenizer
-from pipelines.real_weights import smollm2_gguf
+
+pytestmark = pytest.mark.slow  # real weights: a download-free SmolLM2 GGUF, token for token against transformers
 
 PROBLEMS = 16  # the first HumanEval problems: enough prompts of every length, a CI-sized run
 NEW_TOKENS = 32

@@ -29,6 +29,7 @@ def write_table(spark, path, rows, schema="id string, prompt string"):
     return path
 
 
+@pytest.mark.slow
 def test_ten_thousand_rows_come_out_exactly_once(spark, tiny_model_dir, tmp_path):
     rows = [(f"id-{i}", f"x{i % 97} = {i}") for i in range(10_000)]
     src = write_table(spark, tmp_path / "in", rows)

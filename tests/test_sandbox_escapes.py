@@ -35,6 +35,8 @@ from pipelines.evaluation.sandbox import (
     run_check,
 )
 
+pytestmark = pytest.mark.slow  # the sandbox matrix: every escape on every backend
+
 LIMITS = SandboxLimits(timeout_s=6, cpu_s=4, memory_mb=512)
 # (backend, layers): bwrap in each layer set, unshare (the fallback) in the two kernel ones.
 LAYERS = {"all": {}, "kernel": {"audit_hook": False}, "namespaces": {"audit_hook": False, "seccomp": False}}

@@ -117,6 +117,7 @@ def test_bad_scoring_config_is_named_by_key():
         job_config("in", "out", "model", scoring__stride=48)
 
 
+@pytest.mark.slow
 def test_score_job_on_the_embedded_default(tmp_path):
     out = tmp_path / "scores"
     result = subprocess.run(

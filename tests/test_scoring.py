@@ -210,7 +210,7 @@ def test_scorer_saves_and_loads_with_its_params(spark, documents, tiny_model_dir
 def test_scorer_defaults_setters_and_errors():
     s = StarCoderScorer()
     assert (s.getOutputCol(), s.getBatchSize(), s.getMaxInputLength(), s.getStride(), s.getEngine()) == \
-        ("score", 8, 4096, 0, "pytorch")
+        ("score", 8, 4096, 0, "auto")
     same = (s.setStride(8).setMaxInputLength(32).setBatchSize(2).setMaxBatchTokens(64).setDevice("cpu")
             .setDtype("float32").setNumThreads(1).setOnRowError("keep").setInputCols(["document"]))
     assert same is s

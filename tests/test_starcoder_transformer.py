@@ -87,7 +87,7 @@ def test_every_spark_nlp_setter_exists_and_chains():
         repetition_penalty=1.1, no_repeat_ngram_size=2, ignore_token_ids=(4,), stop_token_ids=(6,),
         stop_strings=("\ndef ",), max_input_length=100, random_seed=3, n_return_sequences=2, return_full_text=False,
     )
-    assert t.getInputCols() == ["documents"] and t.getEngine() == "pytorch"
+    assert t.getInputCols() == ["documents"] and t.getEngine() == "auto"  # the one engine default, as the config's
 
 
 @pytest.mark.parametrize(

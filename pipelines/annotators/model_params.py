@@ -7,13 +7,15 @@ both reuse one model per worker (the cache is keyed by the spec).
 
 from __future__ import annotations
 
+import dataclasses
+
 from pyspark.ml.param import Param, Params, TypeConverters
 
 from pipelines.annotators.annotator_properties import HasBatchedAnnotate
+from pipelines.engine.backends import choose_backend, engine_names
 from pipelines.engine.params import ModelSpec
 from pipelines.models.source import (
     DEFAULT_PRETRAINED,
-    engine_for,
     resolve_model,
     resolve_pretrained,
 )
@@ -29,7 +31,7 @@ class HasModelParams(HasBatchedAnnotate):
     workerMemoryGB, batchSize and maxInputLength, with their setters, getters and the ModelSpec they make."""
 
     MODEL_PARAM_DEFAULTS = dict(
-        engine="pytorch",
+        engine="auto",
         batchSize=1,
         maxInputLength=4096,
         device="auto",
@@ -42,7 +44,8 @@ class HasModelParams(HasBatchedAnnotate):
     )
 
     engine = declare_param(
-        "engine", "Deep Learning engine used for this model: pytorch, openvino or auto (by the model directory)",
+        "engine", f"Deep Learning engine used for this model: {', '.join(engine_names()[1:])}, or auto (chosen by what the "
+        "model holds, the device and the params)",
         TypeConverters.toString,
     )
     maxInputLength = declare_param(
@@ -82,7 +85,8 @@ class HasModelParams(HasBatchedAnnotate):
     )
 
     def setEngine(self, value):
-        """pytorch (safetensors weights) or openvino (an OpenVINO export); auto picks by the directory."""
+        """A backend of engine.backends.BACKENDS (pytorch: safetensors or GGUF; openvino: an OpenVINO
+        export), or auto: the first that runs the model on the device with the params."""
         return self._set(engine=value)
 
     def getEngine(self):
@@ -155,7 +159,7 @@ class HasModelParams(HasBatchedAnnotate):
         (scripts/export_openvino.sh), or use_openvino=True, runs on OpenVINO; otherwise on PyTorch.
         """
         resolved = resolve_model(folder)
-        engine = "openvino" if use_openvino else engine_for(resolved.path)
+        engine = "openvino" if use_openvino else choose_backend(resolved.path).name
         annotator = cls(modelSource=resolved.path, engine=engine)
         annotator.model_spec()  # an engine the directory cannot run fails here, on the driver
         return annotator
@@ -181,8 +185,17 @@ class HasModelParams(HasBatchedAnnotate):
         spec = ModelSpec(source=source, device=self.getDevice(), dtype=self.getDtype(),
                          num_threads=self.getNumThreads(), engine=self.getEngine(),
                          kv_cache_gb=self.getKvCacheSizeGB(), prefix_caching=self.getPrefixCaching())
-        engine_for(source, spec.engine)  # the directory holds what the engine needs, or a clear error now
-        return spec
+        # The engine is chosen here, on the driver: a model it cannot run or a param it refuses
+        # fails now, before any model loads, and every task loads that same engine.
+        backend = choose_backend(source, spec.engine, spec.device, self.engine_params(),
+                                 type(self).__name__ if self.SCORES else None)
+        return dataclasses.replace(spec, engine=backend.name)
+
+    SCORES = False  # the annotator scores documents: its engine must return prompt logits
+
+    def engine_params(self):
+        """The generation params the engine must honour (the generator's); None: none."""
+        return None
 
     def memory_plan(self, spark, spec: ModelSpec, max_batch_tokens: int, rows_tokens: int, kv_cache: bool = True):
         """The memory plan for this session, logged; raises MemoryPlanError when it does not fit

@@ -20,12 +20,10 @@ from pyspark.sql import DataFrame
 from pipelines.annotators.annotator_properties import AnnotatorProperties
 from pipelines.annotators.model_params import HasModelParams, declare_param
 from pipelines.engine.params import (
-    InvalidParamError,
     ModelSpec,
     ScoringParams,
     validate_generation_value,
 )
-from pipelines.models.source import engine_for
 from pipelines.spark.annotation_schema import DOCUMENT
 
 
@@ -35,6 +33,7 @@ class StarCoderScorer(
     """Perplexity and log-probabilities of documents under a StarCoder2 model."""
 
     name = "StarCoderScorer"
+    SCORES = True
     inputAnnotatorTypes = [DOCUMENT]
     outputAnnotatorType = DOCUMENT
 
@@ -103,16 +102,6 @@ class StarCoderScorer(
             batch_size=self.getBatchSize(),
             max_batch_tokens=self.getMaxBatchTokens(),
         )
-
-    def model_spec(self) -> ModelSpec:
-        spec = super().model_spec()
-        if engine_for(spec.source, spec.engine) == "openvino":
-            raise InvalidParamError(
-                "StarCoderScorer cannot run on engine 'openvino': the OpenVINO GenAI continuous-batching pipeline "
-                "returns no logits for prompt tokens, which scoring needs. Use setEngine('pytorch') with a "
-                "directory holding the model's safetensors weights"
-            )
-        return spec
 
     def check_memory(self, spark, spec: ModelSpec | None = None):
         """The memory plan for this session, logged; raises MemoryPlanError when it does not fit

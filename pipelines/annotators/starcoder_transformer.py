@@ -265,6 +265,9 @@ class StarCoderTransformer(
             output_logprobs=self.getOutputLogProbs(),
         )
 
+    def engine_params(self) -> GenerationParams:
+        return self.generation_params()
+
     def check_memory(self, spark, spec: ModelSpec | None = None):
         """The memory plan for this session, logged; raises MemoryPlanError when it does not fit
         (memoryCheck='error'). Runs on the driver: no model is loaded."""

@@ -10,10 +10,9 @@ import hashlib
 from dataclasses import dataclass
 
 import pipelines.faults as faults
-from pipelines.engine.generate import Request
+from pipelines.engine.backends import Backend, Request, choose_backend
 from pipelines.engine.params import GenerationParams, InvalidParamError, ModelSpec
 from pipelines.engine.tokenizer import CodeTokenizer
-from pipelines.models.source import engine_for
 
 FINISH_EMPTY = "empty_input"
 FINISH_ERROR = "error"
@@ -72,10 +71,12 @@ class StopStrings:
 
 
 class GenerationEngine:
-    """`decoder` turns token ids into generated token ids: a TorchDecoder or an OpenVINODecoder."""
+    """`decoder` turns token ids into generated token ids: the decoder of a `backend` (a row of
+    engine.backends.BACKENDS)."""
 
-    def __init__(self, decoder, tokenizer: CodeTokenizer):
+    def __init__(self, decoder, tokenizer: CodeTokenizer, backend: Backend):
         self.decoder = decoder
+        self.backend = backend
         self.tokenizer = tokenizer
         fim = tokenizer.fim  # None: the vocabulary has no FIM tokens, and no prompt is a FIM prompt
         self.fim_middle_id = tokenizer.token_id(fim.middle_token) if fim else None
@@ -90,13 +91,8 @@ class GenerationEngine:
     @classmethod
     def load(cls, spec: ModelSpec) -> "GenerationEngine":
         tokenizer = CodeTokenizer.for_model(spec.source)
-        if engine_for(spec.source, spec.engine) == "openvino":
-            from pipelines.engine.openvino_decoder import OpenVINODecoder
-
-            return cls(OpenVINODecoder.load(spec, tokenizer.eos_token_id), tokenizer)
-        from pipelines.engine.torch_decoder import TorchDecoder
-
-        return cls(TorchDecoder.load(spec, tokenizer.eos_token_id), tokenizer)
+        backend = choose_backend(spec.source, spec.engine, spec.device)
+        return cls(backend.decoder_class().load(spec, tokenizer.eos_token_id), tokenizer, backend)
 
     @property
     def model(self):
@@ -124,6 +120,7 @@ class GenerationEngine:
             raise InvalidParamError("nReturnSequences > 1 needs doSample=True: greedy decoding gives one answer")
         if params.do_sample and params.random_seed is None:
             raise InvalidParamError("randomSeed must be set when doSample=True, so that reruns and retries agree")
+        self.backend.check_params(params)  # (the annotators check it on the driver too, before any load)
         encoded = self.tokenizer.encode_batch(prompts)
         limit = params.max_input_length
         truncated = [len(ids) > limit for ids in encoded]

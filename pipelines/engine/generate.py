@@ -11,36 +11,21 @@ follow `transformers.generate` for left padding, which keeps greedy output token
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
 from pipelines.engine import sampling
+from pipelines.engine.backends import (
+    FINISH_EOS,
+    FINISH_LENGTH,
+    FINISH_STOP,
+    Request,
+    SequenceOutput,
+)
 from pipelines.engine.batch_rows import BatchRows
 from pipelines.engine.params import GenerationParams
 from pipelines.engine.prefix_sharing import common_prefix
-
-FINISH_EOS = "eos"
-FINISH_STOP = "stop"
-FINISH_LENGTH = "length"
-
-
-@dataclass
-class SequenceOutput:
-    token_ids: list[int]  # generated tokens, including the EOS / stop token that ended them
-    finish_reason: str
-    ends_with_stop_token: bool = False  # the last token is EOS or a stop token id, not text
-    logprob: float | None = None  # sum of the model's log-probabilities of token_ids (outputLogProbs)
-
-
-@dataclass
-class Request:
-    """One prompt and the samples to draw from it; the samples share the prompt's prefill."""
-
-    prompt: list[int]  # token ids, at least one
-    seeds: list[int | None] = field(default_factory=lambda: [None])  # one per sample (None: greedy)
-    stop_ids: frozenset[int] = frozenset()  # this prompt's own stop tokens (FIM rows stop at FIM tokens)
 
 
 def left_pad(prompts: list[list[int]], pad_id: int, device: torch.device):

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from pipelines.engine.backends import choose_backend
 from pipelines.engine.checkpoint import summarize_model
-from pipelines.models.source import engine_for, model_config
+from pipelines.models.source import model_config
 
 GiB = 2**30
 # A Python worker with pyspark, pyarrow, torch and transformers imported, before any weight
@@ -21,8 +22,6 @@ RUNTIME_BYTES = 1 * GiB
 # Activations of one prefill forward pass: the PyTorch engine prefills long batches in chunks
 # of columns that stay within this.
 ACTIVATION_BUDGET = 1 * GiB
-# Tokens the OpenVINO scheduler prefills per step (openvino_decoder.MAX_BATCHED_TOKENS).
-OPENVINO_STEP_TOKENS = 2048
 
 
 class MemoryPlanError(RuntimeError):
@@ -77,9 +76,10 @@ def worker_memory(source: str, dtype: str, device: str, engine: str, kv_cache_gb
     config = model_config(source)
     compute = "float32" if dtype in ("auto", "int8") else dtype
     kv_cache_bytes = kv_cache_gb * GiB if kv_cache else 0
-    if engine_for(source, engine) == "openvino":
-        weights = (Path(source) / "openvino_model.bin").stat().st_size
-        tokens = OPENVINO_STEP_TOKENS
+    backend = choose_backend(source, engine, device)
+    if backend.weights_file:  # an export: its file is what the backend holds in memory
+        weights = (Path(source) / backend.weights_file).stat().st_size
+        tokens = backend.step_tokens
         shared = False
     else:
         checkpoint = summarize_model(source)

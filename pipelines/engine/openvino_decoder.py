@@ -15,14 +15,15 @@ from __future__ import annotations
 import os
 
 import pipelines.faults as faults
-from pipelines.engine.generate import (
+from pipelines.engine.backends import (
+    BACKENDS,
     FINISH_EOS,
     FINISH_LENGTH,
     FINISH_STOP,
     Request,
     SequenceOutput,
 )
-from pipelines.engine.params import InvalidParamError, ModelSpec
+from pipelines.engine.params import ModelSpec
 from pipelines.engine.prefix_sharing import shared_prefixes
 
 # dtype -> OpenVINO CPU inference precision. The weights' own format (fp32, fp16, int8, int4)
@@ -33,7 +34,7 @@ _PRECISIONS = {"float32": "f32", "int8": "f32", "bfloat16": "bf16", "float16": "
 MAX_RUNNING_SEQUENCES = 128
 # No row is admitted while the KV cache is fuller than this: running rows still need blocks.
 ADMIT_BELOW_CACHE_USAGE = 90.0  # percent, as the pipeline reports it
-MAX_BATCHED_TOKENS = 2048  # tokens per scheduler step: prompt chunks plus one per running sequence
+MAX_BATCHED_TOKENS = BACKENDS["openvino"].step_tokens  # per scheduler step: prompt chunks plus one per running row
 # Prefixes shorter than this are not waited for: the cache reuses whole blocks (32 tokens on CPU).
 MIN_SHARED_TOKENS = 32
 
@@ -65,8 +66,6 @@ def cpu_properties(spec: ModelSpec) -> dict:
 
 
 class OpenVINODecoder:
-    returns_prompt_logits = False  # the pipeline returns generated tokens only: it cannot score
-
     def __init__(self, pipeline, eos_id: int, prefix_caching: bool = True):
         self.pipeline = pipeline
         self.eos_id = eos_id
@@ -85,8 +84,6 @@ class OpenVINODecoder:
                 "engine 'openvino' needs the openvino-genai package on every worker: "
                 "pip install 'starcoder-pipelines[openvino]' (or openvino-genai)"
             ) from e
-        if spec.device == "cuda":
-            raise InvalidParamError("engine 'openvino' runs on the CPU here; use engine 'pytorch' for device 'cuda'")
         scheduler = og.SchedulerConfig()
         scheduler.cache_size = spec.kv_cache_gb  # paged; when full, the scheduler runs fewer sequences
         scheduler.max_num_seqs = MAX_RUNNING_SEQUENCES
@@ -107,15 +104,6 @@ class OpenVINODecoder:
         import openvino as ov
         import openvino_genai as og
 
-        if params.ignore_token_ids:
-            raise InvalidParamError(
-                "ignoreTokenIds is not supported by engine 'openvino'; use engine 'pytorch' for it"
-            )
-        if params.output_logprobs:
-            raise InvalidParamError(
-                "outputLogProbs is not supported by engine 'openvino': its pipeline does not return the model's "
-                "own log-probabilities (before sampling settings); use engine 'pytorch' for it"
-            )
         # One row per sample, in prefix order. A request's first row waits for the prefill of the
         # request whose prefix it shares, its other samples for its first row: their blocks are reused.
         order, reuses = shared_prefixes([q.prompt for q in requests], MIN_SHARED_TOKENS)

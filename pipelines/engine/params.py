@@ -9,16 +9,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from pipelines.engine.backends import InvalidParamError, engine_names
+
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
-# auto: openvino when the model directory holds only an OpenVINO export, else pytorch.
-ENGINES = ("auto", "pytorch", "openvino")
 # What happens when the memory plan does not fit: fail before any task, or log a warning.
 MEMORY_CHECKS = ("error", "warn")
-
-
-class InvalidParamError(ValueError):
-    """A generation or model setting has a value the engine cannot use."""
 
 
 def check_param(name: str, ok: bool, expected: str, value) -> None:
@@ -45,7 +41,7 @@ def validate_generation_value(name: str, value) -> None:
         "stopStrings": (lambda v: all(isinstance(s, str) and s for s in v), "a list of non-empty strings"),
         "device": (lambda v: v in DEVICES, f"one of {', '.join(DEVICES)}"),
         "dtype": (lambda v: v in DTYPES, f"one of {', '.join(DTYPES)}"),
-        "engine": (lambda v: v in ENGINES, f"one of {', '.join(ENGINES)}"),
+        "engine": (lambda v: v in engine_names(), f"one of {', '.join(engine_names())}"),
         "onRowError": (lambda v: v in ("fail", "keep"), "'fail' or 'keep'"),
         "kvCacheSizeGB": (lambda v: isinstance(v, int) and v >= 1, "a whole number of GiB >= 1"),
         "memoryCheck": (lambda v: v in MEMORY_CHECKS, "'error' or 'warn'"),
@@ -125,7 +121,7 @@ class ModelSpec:
     dtype: str = "auto"
     # Threads per Python worker; 0 means "the cores Spark gave the task" (or all, outside Spark).
     num_threads: int = 0
-    engine: str = "auto"  # pytorch (transformers) or openvino (OpenVINO GenAI, continuous batching)
+    engine: str = "auto"  # a row of engine.backends.BACKENDS, or auto: chosen from the table
     # Memory for the KV cache per worker: openvino allocates it once; pytorch keeps every batch's
     # rows x (longest prompt + new tokens) within it.
     kv_cache_gb: int = 1

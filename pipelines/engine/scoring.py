@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 import pipelines.faults as faults
-from pipelines.engine.params import InvalidParamError, ScoringParams
+from pipelines.engine.params import ScoringParams
 
 # Logits of one LM-head chunk (rows x vocabulary, float32): 49,152 columns -> ~680 rows.
 LM_HEAD_CHUNK_BYTES = 128 * 2**20
@@ -150,12 +150,8 @@ class DocumentScorer:
 
     @classmethod
     def from_engine(cls, engine) -> "DocumentScorer":
+        engine.backend.check_scoring("scoring documents")
         decoder = engine.decoder
-        if not getattr(decoder, "returns_prompt_logits", False):
-            raise InvalidParamError(
-                "engine 'openvino' cannot score documents: the OpenVINO GenAI continuous-batching pipeline "
-                "returns no logits for prompt tokens. Use engine 'pytorch' with the model's safetensors directory"
-            )
         return cls(decoder.model, engine.tokenizer, decoder.device, decoder.prefill_chunk_tokens)
 
     def score(self, texts: list[str], params: ScoringParams) -> list[DocumentScore]:

@@ -6,7 +6,8 @@ import torch
 
 import pipelines.faults as faults
 from pipelines.engine import memory_plan
-from pipelines.engine.generate import Request, SequenceOutput, generate_requests
+from pipelines.engine.backends import Request, SequenceOutput
+from pipelines.engine.generate import generate_requests
 from pipelines.engine.model_loader import load_model
 from pipelines.engine.params import ModelSpec
 from pipelines.engine.prefix_sharing import grouped, shared_prefixes
@@ -23,8 +24,6 @@ MIN_SHARED_TOKENS = 32
 
 class TorchDecoder:
     """Runs requests through the continuous decode loop (pipelines.engine.generate)."""
-
-    returns_prompt_logits = True  # so it can score documents (pipelines.engine.scoring)
 
     def __init__(self, model, device: torch.device, eos_id: int, kv_cache_gb: int = 1, prefix_caching: bool = True):
         self.model = model

@@ -274,14 +274,15 @@ def check_values(config: JobConfig, source: str) -> None:
         fail("input.prefix_col", "and input.suffix_col must be set together (fill-in-the-middle)")
     if config.input.middle_col is not None and config.input.prefix_col is None:
         fail("input.middle_col", "is scored against fill-in-the-middle output: set input.prefix_col/suffix_col too")
-    from pipelines.engine.params import DEVICES, DTYPES, ENGINES, MEMORY_CHECKS
+    from pipelines.engine.backends import engine_names
+    from pipelines.engine.params import DEVICES, DTYPES, MEMORY_CHECKS
 
     if config.model.device not in DEVICES:
         fail("model.device", f"must be one of {', '.join(DEVICES)}, got {config.model.device!r}")
     if config.model.dtype not in DTYPES:
         fail("model.dtype", f"must be one of {', '.join(DTYPES)}, got {config.model.dtype!r}")
-    if config.model.engine not in ENGINES:
-        fail("model.engine", f"must be one of {', '.join(ENGINES)}, got {config.model.engine!r}")
+    if config.model.engine not in engine_names():
+        fail("model.engine", f"must be one of {', '.join(engine_names())}, got {config.model.engine!r}")
     if config.model.memory_check not in MEMORY_CHECKS:
         fail("model.memory_check", f"must be one of {', '.join(MEMORY_CHECKS)}, got {config.model.memory_check!r}")
     if config.model.worker_memory_gb < 0:

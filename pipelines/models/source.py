@@ -66,29 +66,13 @@ def has_safetensors(path: str | Path) -> bool:
     return any((d / f).is_file() for f in WEIGHT_FILES) or bool(list(d.glob("*.safetensors")))
 
 
-def engine_for(source: str, engine: str = "auto") -> str:
-    """The engine a model directory runs with: `engine`, or by what the directory holds
-    (pytorch when it has safetensors weights, openvino when it has only an OpenVINO export)."""
+def model_forms(source: str | Path) -> tuple[str, ...]:
+    """What a resolved model path holds, as the engine's backends name it: "gguf" for a GGUF
+    file; "safetensors" and/or "openvino" for a directory (its weights, an OpenVINO export)."""
     if is_gguf_file(source):
-        if engine == "openvino":
-            raise ModelSourceError(
-                f"engine 'openvino' runs OpenVINO exports; {source} is a GGUF file, which runs on engine "
-                "'pytorch' (or 'auto')"
-            )
-        return "pytorch"
-    if engine == "openvino" and not is_openvino_dir(source):
-        raise ModelSourceError(
-            f"engine 'openvino' needs an OpenVINO export in {source} (openvino_model.xml); "
-            "make one with: bash scripts/export_openvino.sh SOURCE_DIR DEST_DIR int8"
-        )
-    if engine == "pytorch" and not has_safetensors(source):
-        raise ModelSourceError(
-            f"engine 'pytorch' needs *.safetensors weights in {source}; it holds an OpenVINO export: "
-            "use engine 'openvino' (setEngine('openvino'), model.engine: openvino)"
-        )
-    if engine != "auto":
-        return engine
-    return "openvino" if is_openvino_dir(source) and not has_safetensors(source) else "pytorch"
+        return ("gguf",)
+    return tuple(form for form, held in (("safetensors", has_safetensors(source)), ("openvino", is_openvino_dir(source)))
+                 if held)
 
 
 def validate_model_dir(path: str | Path) -> Path:

@@ -1,0 +1,181 @@
+"""The engine's contract with its backends, and the table of backends.
+
+A backend's decoder turns `Request`s (token ids, one seed per sample) into `SequenceOutput`s
+(generated token ids and why they ended); the engine around it tokenises, batches, applies stop
+strings and detokenises the same way for every backend. Each row of `BACKENDS` says what its
+backend runs: the model forms (`models.source.model_forms`), the devices, the generation params
+it refuses (checked on the driver, before any model loads), whether it can score documents, how
+its memory is planned, and the pip extra that installs it. `engine: auto` takes the first row
+that runs the model's form on the device with the params asked for.
+
+Adding a backend is a module with a decoder class (`load(spec, eos_id)`, `generate(...)`,
+`use_threads(n)`) and one row here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass, field
+
+from pipelines.models.locations import ModelSourceError
+from pipelines.models.source import model_forms
+
+FINISH_EOS = "eos"
+FINISH_STOP = "stop"
+FINISH_LENGTH = "length"
+
+
+class InvalidParamError(ValueError):
+    """A generation or model setting has a value the engine cannot use."""
+
+
+@dataclass
+class SequenceOutput:
+    token_ids: list[int]  # generated tokens, including the EOS / stop token that ended them
+    finish_reason: str
+    ends_with_stop_token: bool = False  # the last token is EOS or a stop token id, not text
+    logprob: float | None = None  # sum of the model's log-probabilities of token_ids (outputLogProbs)
+
+
+@dataclass
+class Request:
+    """One prompt and the samples to draw from it; the samples share the prompt's prefill."""
+
+    prompt: list[int]  # token ids, at least one
+    seeds: list[int | None] = field(default_factory=lambda: [None])  # one per sample (None: greedy)
+    stop_ids: frozenset[int] = frozenset()  # this prompt's own stop tokens (FIM rows stop at FIM tokens)
+
+
+# What each model form is, in words, and how to make it (for the errors below).
+FORMS = {
+    "safetensors": "a Hugging Face directory with *.safetensors weights",
+    "gguf": "a GGUF file",
+    "openvino": "an OpenVINO export (openvino_model.xml; make one with: bash scripts/export_openvino.sh "
+                "SOURCE_DIR DEST_DIR int8)",
+}
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    decoder: str  # "module:Class", imported when a model is loaded
+    forms: tuple[str, ...]  # the model forms it runs (keys of FORMS)
+    devices: tuple[str, ...]  # besides "auto"
+    # GenerationParams fields it cannot honour, with why: refused when set (not their default).
+    refuses: tuple[tuple[str, str], ...] = ()
+    scores: bool = False  # returns the logits of prompt tokens, so it can score documents
+    # Memory plan: the file of an export whose size is the weights in memory (None: the
+    # checkpoint's tensors in the run's dtype), and the tokens one forward step holds when the
+    # backend fixes it itself (0: the engine's batch bounds decide).
+    weights_file: str | None = None
+    step_tokens: int = 0
+    extra: str | None = None  # the pip extra that installs it: pip install 'starcoder-pipelines[extra]'
+
+    def decoder_class(self):
+        module, name = self.decoder.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    def check_params(self, params) -> None:
+        """Refuse, by the annotator param's name, a generation setting this backend cannot honour."""
+        names = type(params).PARAM_NAMES
+        defaults = {f.name: f.default for f in dataclasses.fields(params)}
+        for field_name, why in self.refuses:
+            if getattr(params, field_name) != defaults[field_name]:
+                raise InvalidParamError(
+                    f"{names[field_name]} is not supported by engine '{self.name}': {why}; use "
+                    f"engine '{other_backend(self, field_name)}' for it"
+                )
+
+    def check_scoring(self, annotator: str = "scoring") -> None:
+        if not self.scores:
+            raise InvalidParamError(
+                f"{annotator} cannot run on engine '{self.name}': it returns no logits for prompt tokens, which "
+                f"scoring needs. Use setEngine('{scoring_backend().name}') (model.engine) with a directory holding "
+                "the model's safetensors weights"
+            )
+
+
+# Order is preference: `auto` takes the first row that fits.
+BACKENDS = {
+    "pytorch": Backend(
+        name="pytorch",
+        decoder="pipelines.engine.torch_decoder:TorchDecoder",
+        forms=("safetensors", "gguf"),
+        devices=("cpu", "cuda"),
+        scores=True,
+    ),
+    "openvino": Backend(
+        name="openvino",
+        decoder="pipelines.engine.openvino_decoder:OpenVINODecoder",
+        forms=("openvino",),
+        devices=("cpu",),
+        refuses=(
+            ("ignore_token_ids", "its pipeline has no per-token ban"),
+            ("output_logprobs", "its pipeline does not return the model's own log-probabilities (before "
+                                "sampling settings)"),
+        ),
+        weights_file="openvino_model.bin",
+        step_tokens=2048,  # openvino_decoder.MAX_BATCHED_TOKENS: the scheduler's prefill per step
+        extra="openvino",
+    ),
+}
+
+
+def engine_names() -> tuple[str, ...]:
+    """What `engine` accepts: auto, or a row of the table."""
+    return ("auto", *BACKENDS)
+
+
+def other_backend(refusing: Backend, field_name: str) -> str:
+    return next(b.name for b in BACKENDS.values() if b is not refusing and field_name not in dict(b.refuses))
+
+
+def scoring_backend() -> Backend:
+    return next(b for b in BACKENDS.values() if b.scores)
+
+
+def choose_backend(source: str, engine: str = "auto", device: str = "auto", params=None,
+                   scoring: str | None = None) -> Backend:
+    """The backend that runs the model at `source` (a local directory or GGUF file): `engine`, or
+    with `auto` the first row that runs its form on `device` without refusing `params` (and that
+    scores documents, when `scoring` names what needs it)."""
+    forms = model_forms(source)
+    if engine != "auto":
+        backend = BACKENDS[engine]
+        if not set(forms) & set(backend.forms):
+            runs = [b.name for b in BACKENDS.values() if set(forms) & set(b.forms)]
+            raise ModelSourceError(
+                f"engine '{engine}' runs {' or '.join(FORMS[f] for f in backend.forms)}; {source} is "
+                f"{' and '.join(FORMS[f] for f in forms) or 'none of these'}"
+                + (f": use engine '{runs[0]}' (setEngine('{runs[0]}'), model.engine: {runs[0]}) or 'auto'"
+                   if runs else "")
+            )
+        if device not in ("auto", *backend.devices):
+            runs = [b.name for b in BACKENDS.values() if device in b.devices]
+            raise InvalidParamError(
+                f"engine '{engine}' runs on {', '.join(backend.devices)}, not device '{device}'"
+                + (f"; use engine '{runs[0]}' for it" if runs else "")
+            )
+        if params is not None:
+            backend.check_params(params)
+        if scoring:
+            backend.check_scoring(scoring)
+        return backend
+    fitting = [b for b in BACKENDS.values() if set(forms) & set(b.forms) and device in ("auto", *b.devices)]
+    if not fitting:
+        raise ModelSourceError(f"no engine runs {source} on device '{device}' ({', '.join(forms) or 'no model form'})")
+    def accepts(backend: Backend) -> None:
+        if params is not None:
+            backend.check_params(params)
+        if scoring:
+            backend.check_scoring(scoring)
+
+    for backend in fitting:
+        try:
+            accepts(backend)
+            return backend
+        except InvalidParamError:
+            continue
+    accepts(fitting[0])  # none accepts: say why the first one refuses
+    return fitting[0]
