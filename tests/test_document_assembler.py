@@ -101,7 +101,7 @@ def test_runs_without_python_workers(spark):
     assert "Python" not in plan and "ArrowEval" not in plan
 
 
-def test_saves_and_loads(tmp_path):
+def test_saves_and_loads(spark, tmp_path):
     da = DocumentAssembler().setInputCol("code").setOutputCol("doc").setCleanupMode("shrink").setIdCol("id")
     da.save(str(tmp_path / "da"))
     loaded = DocumentAssembler.load(str(tmp_path / "da"))

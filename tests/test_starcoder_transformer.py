@@ -232,7 +232,7 @@ def test_a_pipeline_saved_by_an_earlier_release_loads_and_transforms(spark, corp
     assert loaded.transform(rows).select(columns).collect() == fresh.transform(rows).select(columns).collect()
 
 
-def test_unfitted_pipeline_saves_and_loads(tiny_model_dir, tmp_path):
+def test_unfitted_pipeline_saves_and_loads(spark, tiny_model_dir, tmp_path):
     p = pipeline(tiny_model_dir, maxOutputLength=7)
     p.save(str(tmp_path / "p"))
     stages = Pipeline.load(str(tmp_path / "p")).getStages()
@@ -291,3 +291,19 @@ def test_stop_preset_ends_python_completions(spark, tiny_model_dir):
     assert t.generation_params().stop_strings[0] == "\ndef " and t.generation_params().stop_strings[-1] == "###"
     with pytest.raises(ValueError, match="stopPreset must be one of"):
         StarCoderTransformer().setStopPreset("cobol")
+
+
+def test_generation_params_are_declared_once():
+    from dataclasses import fields
+
+    from pipelines.jobs.config import GenerationSettings
+
+    annotator, section = StarCoderTransformer(), GenerationSettings()
+    for f in fields(GenerationParams):
+        name = f.metadata["param"]
+        default = list(f.default) if isinstance(f.default, tuple) else f.default
+        assert annotator.hasParam(name) and getattr(section, f.name) == default, f.name
+        assert getattr(annotator, f"get{name[0].upper()}{name[1:]}")() == default, f.name
+        if f.name != "max_input_length":  # a model param, shared with the scorer (its own doc)
+            assert annotator.getParam(name).doc == f.metadata["doc"]
+    assert annotator.generation_params() == section.params() == GenerationParams()

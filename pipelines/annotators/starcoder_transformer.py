@@ -8,8 +8,6 @@ the Python workers (`mapInArrow`), with the model loaded once per worker from `m
 
 from __future__ import annotations
 
-import random
-
 from pyspark import keyword_only
 from pyspark.ml import Transformer
 from pyspark.ml.param import TypeConverters
@@ -17,6 +15,10 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
 
 from pipelines.annotators.annotator_properties import AnnotatorProperties
+from pipelines.annotators.generation_params import (
+    HasGenerationParams,
+    generation_defaults,
+)
 from pipelines.annotators.model_params import HasModelParams, declare_param
 from pipelines.engine.params import (
     GenerationParams,
@@ -28,7 +30,7 @@ from pipelines.spark.annotation_schema import DOCUMENT
 
 
 class StarCoderTransformer(
-    Transformer, AnnotatorProperties, HasModelParams, DefaultParamsReadable, DefaultParamsWritable
+    Transformer, AnnotatorProperties, HasModelParams, HasGenerationParams, DefaultParamsReadable, DefaultParamsWritable
 ):
     """StarCoder2 code generation over `document` annotations."""
 
@@ -41,44 +43,10 @@ class StarCoderTransformer(
         "ConfigProto from tensorflow, serialized into byte array (accepted for compatibility; unused)",
         TypeConverters.toListInt,
     )
-    minOutputLength = declare_param("minOutputLength", "Minimum length of the sequence to be generated", TypeConverters.toInt)
-    maxOutputLength = declare_param("maxOutputLength", "Maximum length of output text", TypeConverters.toInt)
-    doSample = declare_param("doSample", "Whether or not to use sampling; use greedy decoding otherwise", TypeConverters.toBoolean)
-    temperature = declare_param("temperature", "The value used to module the next token probabilities", TypeConverters.toFloat)
-    topK = declare_param("topK", "The number of highest probability vocabulary tokens to keep for top-k-filtering", TypeConverters.toInt)
-    topP = declare_param(
-        "topP",
-        "If set to float < 1, only the most probable tokens with probabilities that add up to ``top_p`` or higher are kept for generation",
-        TypeConverters.toFloat,
-    )
-    repetitionPenalty = declare_param(
-        "repetitionPenalty", "The parameter for repetition penalty. 1.0 means no penalty.", TypeConverters.toFloat
-    )
-    noRepeatNgramSize = declare_param(
-        "noRepeatNgramSize", "If set to int > 0, all ngrams of that size can only occur once", TypeConverters.toInt
-    )
-    ignoreTokenIds = declare_param(
-        "ignoreTokenIds", "A list of token ids which are ignored in the decoder's output", TypeConverters.toListInt
-    )
-    stopTokenIds = declare_param("stopTokenIds", "Token ids that end a generation", TypeConverters.toListInt)
-    randomSeed = declare_param("randomSeed", "Seed for sampling; outputs are reproducible with the same seed", TypeConverters.toInt)
-    nReturnSequences = declare_param("nReturnSequences", "Number of sequences to return per prompt", TypeConverters.toInt)
-    stopStrings = declare_param(
-        "stopStrings", "Strings that end a generation; the stop string is not returned", TypeConverters.toListString
-    )
     stopPreset = declare_param(
         "stopPreset",
         "Language whose stop strings end a completion (python: a new top-level def/class/if/print/#); '' for none",
         TypeConverters.toString,
-    )
-    returnFullText = declare_param(
-        "returnFullText", "Return prompt + completion (True, as Spark NLP) or the completion only", TypeConverters.toBoolean
-    )
-    outputLogProbs = declare_param(
-        "outputLogProbs",
-        "Add logprob (sum over the generated tokens) and mean_logprob to each generation's metadata, from the "
-        "model's own distribution (before temperature, top-k/top-p and penalties)",
-        TypeConverters.toBoolean,
     )
     maxBatchTokens = declare_param(
         "maxBatchTokens",
@@ -90,30 +58,18 @@ class StarCoderTransformer(
         "A row whose generation fails: 'fail' the task, or 'keep' it with metadata error=<message>",
         TypeConverters.toString,
     )
+
     @keyword_only
     def __init__(self, **kwargs):
         super().__init__()
         self._setDefault(
             **self.MODEL_PARAM_DEFAULTS,
+            **generation_defaults(),
             outputCol="generation",
             lazyAnnotator=False,
-            minOutputLength=0,
-            maxOutputLength=20,
-            doSample=False,
-            temperature=0.6,
-            topK=50,
-            topP=0.9,
-            repetitionPenalty=1.0,
-            noRepeatNgramSize=0,
-            ignoreTokenIds=[],
-            stopTokenIds=[],
-            nReturnSequences=1,
-            stopStrings=[],
             stopPreset="",
-            returnFullText=True,
             onRowError="fail",
             maxBatchTokens=0,
-            outputLogProbs=False,
         )
         self._set(**self._input_kwargs)
 
@@ -127,106 +83,16 @@ class StarCoderTransformer(
             stop_strings(kwargs["stopPreset"])  # raises on an unknown language
         return self
 
-    # --- Spark NLP setters / getters ---------------------------------------------------------
+    # --- setters and getters of the params above (the generation params' are made from their
+    # declarations: pipelines.annotators.generation_params) ------------------------------------
     def setConfigProtoBytes(self, b):
         return self._set(configProtoBytes=b)
-
-    def setMinOutputLength(self, value):
-        return self._set(minOutputLength=value)
-
-    def getMinOutputLength(self):
-        return self.getOrDefault(self.minOutputLength)
-
-    def setMaxOutputLength(self, value):
-        return self._set(maxOutputLength=value)
-
-    def getMaxOutputLength(self):
-        return self.getOrDefault(self.maxOutputLength)
-
-    def setDoSample(self, value):
-        return self._set(doSample=value)
-
-    def getDoSample(self):
-        return self.getOrDefault(self.doSample)
-
-    def setTemperature(self, value):
-        return self._set(temperature=value)
-
-    def getTemperature(self):
-        return self.getOrDefault(self.temperature)
-
-    def setTopK(self, value):
-        return self._set(topK=value)
-
-    def getTopK(self):
-        return self.getOrDefault(self.topK)
-
-    def setTopP(self, value):
-        return self._set(topP=value)
-
-    def getTopP(self):
-        return self.getOrDefault(self.topP)
-
-    def setRepetitionPenalty(self, value):
-        return self._set(repetitionPenalty=value)
-
-    def getRepetitionPenalty(self):
-        return self.getOrDefault(self.repetitionPenalty)
-
-    def setNoRepeatNgramSize(self, value):
-        return self._set(noRepeatNgramSize=value)
-
-    def getNoRepeatNgramSize(self):
-        return self.getOrDefault(self.noRepeatNgramSize)
-
-    def setIgnoreTokenIds(self, value):
-        return self._set(ignoreTokenIds=value)
-
-    def getIgnoreTokenIds(self):
-        return self.getOrDefault(self.ignoreTokenIds)
-
-    # --- params Spark NLP has in Scala only, and this pipeline's own --------------------------
-    def setStopTokenIds(self, value):
-        return self._set(stopTokenIds=value)
-
-    def getStopTokenIds(self):
-        return self.getOrDefault(self.stopTokenIds)
-
-    def setRandomSeed(self, value):
-        return self._set(randomSeed=value)
-
-    def getRandomSeed(self):
-        return self.getOrDefault(self.randomSeed) if self.isDefined(self.randomSeed) else None
-
-    def setNReturnSequences(self, value):
-        return self._set(nReturnSequences=value)
-
-    def getNReturnSequences(self):
-        return self.getOrDefault(self.nReturnSequences)
-
-    def setStopStrings(self, value):
-        return self._set(stopStrings=value)
-
-    def getStopStrings(self):
-        return self.getOrDefault(self.stopStrings)
 
     def setStopPreset(self, value):
         return self._set(stopPreset=value)
 
     def getStopPreset(self):
         return self.getOrDefault(self.stopPreset)
-
-    def setReturnFullText(self, value):
-        return self._set(returnFullText=value)
-
-    def getReturnFullText(self):
-        return self.getOrDefault(self.returnFullText)
-
-    def setOutputLogProbs(self, value):
-        return self._set(outputLogProbs=value)
-
-    def getOutputLogProbs(self):
-        return self.getOrDefault(self.outputLogProbs)
 
     def setMaxBatchTokens(self, value):
         return self._set(maxBatchTokens=value)
@@ -241,30 +107,6 @@ class StarCoderTransformer(
         return self.getOrDefault(self.onRowError)
 
     # --- the typed settings the engine runs with ----------------------------------------------
-    def generation_params(self) -> GenerationParams:
-        seed = self.getRandomSeed()
-        if seed is None and self.getDoSample():
-            # Chosen once on the driver so that retried tasks draw the same samples.
-            seed = random.SystemRandom().randrange(1 << 31)
-        return GenerationParams(
-            max_output_length=self.getMaxOutputLength(),
-            min_output_length=self.getMinOutputLength(),
-            do_sample=self.getDoSample(),
-            temperature=self.getTemperature(),
-            top_k=self.getTopK(),
-            top_p=self.getTopP(),
-            repetition_penalty=self.getRepetitionPenalty(),
-            no_repeat_ngram_size=self.getNoRepeatNgramSize(),
-            ignore_token_ids=tuple(self.getIgnoreTokenIds()),
-            stop_token_ids=tuple(self.getStopTokenIds()),
-            stop_strings=stop_strings(self.getStopPreset(), self.getStopStrings()),
-            max_input_length=self.getMaxInputLength(),
-            random_seed=seed,
-            n_return_sequences=self.getNReturnSequences(),
-            return_full_text=self.getReturnFullText(),
-            output_logprobs=self.getOutputLogProbs(),
-        )
-
     def engine_params(self) -> GenerationParams:
         return self.generation_params()
 

@@ -7,7 +7,8 @@ that names it by the annotator param a user sets (`maxOutputLength`, `topP`, ...
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
+from typing import ClassVar
 
 from pipelines.engine.backends import InvalidParamError, engine_names
 
@@ -53,48 +54,49 @@ def validate_generation_value(name: str, value) -> None:
         check_param(name, ok(value), expected, value)
 
 
+def setting(default, param: str, doc: str):
+    """A generation setting, declared once: its default, the annotator param that sets it (Spark
+    NLP's name) and that param's doc. The annotators' Params and the config's generation section
+    are made from these declarations."""
+    return field(default=default, metadata={"param": param, "doc": doc})
+
+
 @dataclass(frozen=True)
 class GenerationParams:
     """How to generate. Defaults are Spark NLP's StarCoderTransformer defaults."""
 
-    max_output_length: int = 20
-    min_output_length: int = 0
-    do_sample: bool = False
-    temperature: float = 0.6
-    top_k: int = 50
-    top_p: float = 0.9
-    repetition_penalty: float = 1.0
-    no_repeat_ngram_size: int = 0
-    ignore_token_ids: tuple[int, ...] = ()
-    stop_token_ids: tuple[int, ...] = ()
-    stop_strings: tuple[str, ...] = ()
-    max_input_length: int = 4096
-    random_seed: int | None = None
-    n_return_sequences: int = 1
-    return_full_text: bool = True
+    max_output_length: int = setting(20, "maxOutputLength", "Maximum length of output text")
+    min_output_length: int = setting(0, "minOutputLength", "Minimum length of the sequence to be generated")
+    do_sample: bool = setting(False, "doSample", "Whether or not to use sampling; use greedy decoding otherwise")
+    temperature: float = setting(0.6, "temperature", "The value used to module the next token probabilities")
+    top_k: int = setting(50, "topK", "The number of highest probability vocabulary tokens to keep for top-k-filtering")
+    top_p: float = setting(0.9, "topP", "If set to float < 1, only the most probable tokens with probabilities that "
+                                        "add up to ``top_p`` or higher are kept for generation")
+    repetition_penalty: float = setting(1.0, "repetitionPenalty",
+                                        "The parameter for repetition penalty. 1.0 means no penalty.")
+    no_repeat_ngram_size: int = setting(0, "noRepeatNgramSize",
+                                        "If set to int > 0, all ngrams of that size can only occur once")
+    ignore_token_ids: tuple[int, ...] = setting((), "ignoreTokenIds",
+                                                "A list of token ids which are ignored in the decoder's output")
+    stop_token_ids: tuple[int, ...] = setting((), "stopTokenIds", "Token ids that end a generation")
+    stop_strings: tuple[str, ...] = setting((), "stopStrings",
+                                            "Strings that end a generation; the stop string is not returned")
+    max_input_length: int = setting(4096, "maxInputLength", "Most tokens of a prompt: longer prompts keep their "
+                                                            "last tokens")
+    random_seed: int | None = setting(None, "randomSeed", "Seed for sampling; outputs are reproducible with the "
+                                                          "same seed")
+    n_return_sequences: int = setting(1, "nReturnSequences", "Number of sequences to return per prompt")
+    return_full_text: bool = setting(True, "returnFullText",
+                                     "Return prompt + completion (True, as Spark NLP) or the completion only")
     # Log-probabilities of the generated tokens under the model's own distribution (log-softmax of
     # the logits before temperature, top-k/top-p and penalties); off: nothing is computed.
-    output_logprobs: bool = False
+    output_logprobs: bool = setting(False, "outputLogProbs",
+                                    "Add logprob (sum over the generated tokens) and mean_logprob to each "
+                                    "generation's metadata, from the model's own distribution (before "
+                                    "temperature, top-k/top-p and penalties)")
 
-    # field name -> annotator param name, for messages users can act on
-    PARAM_NAMES = {
-        "max_output_length": "maxOutputLength",
-        "min_output_length": "minOutputLength",
-        "do_sample": "doSample",
-        "temperature": "temperature",
-        "top_k": "topK",
-        "top_p": "topP",
-        "repetition_penalty": "repetitionPenalty",
-        "no_repeat_ngram_size": "noRepeatNgramSize",
-        "ignore_token_ids": "ignoreTokenIds",
-        "stop_token_ids": "stopTokenIds",
-        "stop_strings": "stopStrings",
-        "max_input_length": "maxInputLength",
-        "random_seed": "randomSeed",
-        "n_return_sequences": "nReturnSequences",
-        "return_full_text": "returnFullText",
-        "output_logprobs": "outputLogProbs",
-    }
+    # field name -> annotator param name, for messages users can act on (from the declarations above)
+    PARAM_NAMES: ClassVar[dict[str, str]]
 
     def __post_init__(self):
         for f in fields(self):
@@ -110,6 +112,9 @@ class GenerationParams:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+GenerationParams.PARAM_NAMES = {f.name: f.metadata["param"] for f in fields(GenerationParams)}
 
 
 @dataclass(frozen=True)

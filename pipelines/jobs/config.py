@@ -65,34 +65,34 @@ class ModelSettings:
     worker_memory_gb: float = 0.0  # memory the model workers of one executor may use; 0: from the session
 
 
-@dataclass
-class GenerationSettings:
-    max_output_length: int = 20
-    min_output_length: int = 0
-    do_sample: bool = False
-    temperature: float = 0.6
-    top_k: int = 50
-    top_p: float = 0.9
-    repetition_penalty: float = 1.0
-    no_repeat_ngram_size: int = 0
-    ignore_token_ids: list[int] = field(default_factory=list)
-    stop_token_ids: list[int] = field(default_factory=list)
-    stop_strings: list[str] = field(default_factory=list)
-    stop_preset: str = ""  # a language of pipelines.prompts.stop_presets, combined with stop_strings
-    max_input_length: int = 4096
-    random_seed: int | None = None
-    n_return_sequences: int = 1
-    return_full_text: bool = True
-    output_logprobs: bool = False  # logprob and mean_logprob columns (outputLogProbs)
-    batch_size: int = 8
-    max_batch_tokens: int = 0  # bound on rows x (longest prompt + max_output_length) per forward pass
+def _config_type(annotation):
+    """A GenerationParams field's type as YAML gives it (lists, not tuples)."""
+    if typing.get_origin(annotation) is tuple:
+        return list[typing.get_args(annotation)[0]]
+    return annotation
 
-    def params(self) -> GenerationParams:
-        values = dataclasses.asdict(self)
-        values.pop("batch_size")
-        values.pop("max_batch_tokens")
-        values["stop_strings"] = stop_strings(values.pop("stop_preset"), values["stop_strings"])
-        return GenerationParams(**values)
+
+def _generation_params(self) -> GenerationParams:
+    values = dataclasses.asdict(self)
+    values.pop("batch_size")
+    values.pop("max_batch_tokens")
+    values["stop_strings"] = stop_strings(values.pop("stop_preset"), values["stop_strings"])
+    return GenerationParams(**values)
+
+
+# The generation section: every GenerationParams field under its own name and default (declared
+# once, in pipelines.engine.params), plus what the job adds around the engine's params.
+GenerationSettings = dataclasses.make_dataclass(
+    "GenerationSettings",
+    [(f.name, _config_type(hint), field(default_factory=list) if isinstance(f.default, tuple) else f.default)
+     for f, hint in ((f, typing.get_type_hints(GenerationParams)[f.name]) for f in dataclasses.fields(GenerationParams))]
+    + [
+        ("stop_preset", str, ""),  # a language of pipelines.prompts.stop_presets, combined with stop_strings
+        ("batch_size", int, 8),  # rows decoding together (the annotator's batchSize)
+        ("max_batch_tokens", int, 0),  # bound on rows x (longest prompt + max_output_length); 0: none
+    ],
+    namespace={"params": _generation_params, "__module__": __name__},
+)
 
 
 @dataclass
