@@ -2,14 +2,9 @@
 
     python jobs/evaluate.py --conf conf/local.yaml --samples 5 --k 1,5 --out output/humaneval
     python jobs/evaluate.py --conf conf/local.yaml --canonical --out output/harness-check
+    starcoder-evaluate --conf conf/local.yaml --canonical --out output/harness-check
 
-The model, Spark, generation and evaluation settings come from the config (its input/output
-sections are not used). With --canonical the problems' own solutions are checked instead of
-generations: the harness's self-test (164/164 must pass).
-
-Completions run in the kernel sandbox (bubblewrap, else unshare). Where neither works the job
-refuses to start; --allow-weak-sandbox (evaluation.allow_weak_sandbox) runs them with the
-in-process guard only, and the summary says so.
+A launcher for spark-submit and `python jobs/evaluate.py`: the job is pipelines.jobs.evaluate.
 """
 
 import sys

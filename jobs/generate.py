@@ -1,8 +1,10 @@
 """Generate code for every row of a Parquet table with StarCoder2.
 
-python jobs/generate.py --conf conf/local.yaml [--set generation.max_output_length=64 ...]
-spark-submit --py-files dist/starcoder_pipelines-*.whl jobs/generate.py --conf conf/starcoder2-3b.yaml
-starcoder-generate --conf conf/local.yaml
+    python jobs/generate.py --conf conf/local.yaml [--set generation.max_output_length=64 ...]
+    spark-submit --py-files dist/starcoder_pipelines-*.whl jobs/generate.py --conf conf/starcoder2-3b.yaml
+    starcoder-generate --conf conf/local.yaml
+
+A launcher for spark-submit and `python jobs/generate.py`: the job is pipelines.jobs.generate.
 """
 
 import sys

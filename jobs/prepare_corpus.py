@@ -2,9 +2,9 @@
 
     python jobs/prepare_corpus.py --source-dir src/ --out corpus/ [--glob '*.py'] [--humaneval]
     python jobs/prepare_corpus.py --source-table files.parquet --out corpus/   # columns path, content[, language]
+    starcoder-prepare-corpus --source-dir src/ --out corpus/
 
-Writes two Parquet tables under --out: `prompts.parquet` (left-to-right completion prompts,
-plus HumanEval with --humaneval) and `fim.parquet` (prefix, suffix and the true middle).
+A launcher for spark-submit and `python jobs/prepare_corpus.py`: the job is pipelines.jobs.prepare_corpus.
 """
 
 import sys

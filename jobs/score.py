@@ -1,8 +1,10 @@
 """Score every row of a Parquet table with StarCoder2: perplexity, log-probabilities, tokens.
 
-python jobs/score.py --conf conf/score-local.yaml [--set scoring.max_input_length=1024 ...]
-spark-submit --py-files dist/starcoder_pipelines-*.whl jobs/score.py --conf conf/score-local.yaml
-starcoder-score --conf conf/score-local.yaml
+    python jobs/score.py --conf conf/score-local.yaml [--set scoring.max_input_length=1024 ...]
+    spark-submit --py-files dist/starcoder_pipelines-*.whl jobs/score.py --conf conf/score-local.yaml
+    starcoder-score --conf conf/score-local.yaml
+
+A launcher for spark-submit and `python jobs/score.py`: the job is pipelines.jobs.score.
 """
 
 import sys

@@ -1,16 +1,22 @@
 """What every model task does around the model: read annotations from Arrow batches, write the
-output column back, load the worker's engine with the task's cores, and log progress."""
+output column back, load the worker's engine with the task's cores, run every row (and, when a
+batch fails, each row alone, so that one bad row fails alone), and log progress.
+`PartitionRunner` is that loop; a generator or a scorer supplies what it runs on the texts."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+import time
+from dataclasses import dataclass, field, replace
+from typing import Iterator
 
 import pyarrow as pa
 
 import pipelines.faults as faults
 from pipelines.engine.params import ModelSpec
 from pipelines.spark import model_cache
+from pipelines.spark.annotation_schema import ANNOTATION_ARRAY_TYPE
+from pipelines.spark.worker_failures import crash_note, leave_crash_note
 
 log = logging.getLogger("pipelines.worker")
 
@@ -67,3 +73,88 @@ def log_partition(rows: int, tokens: int, seconds: float) -> None:
         "partition %d: %d rows, %d tokens in %.1fs (%.1f tokens/s)",
         part, rows, tokens, seconds, tokens / seconds if seconds > 0 else 0.0,
     )
+
+
+@dataclass(frozen=True)
+class PartitionRunner:
+    """Picklable callable for `DataFrame.mapInArrow`: every annotation of the input columns is a
+    text; the texts of a batch run together, and each row gets the output annotations of its texts."""
+
+    input_cols: list[str]
+    output_col: str
+    model: ModelSpec
+    on_row_error: str = field(default="fail", kw_only=True)
+    memory_plan: str = field(default="", kw_only=True)  # the driver's, told to the user if this worker dies
+
+    task = "work"  # in messages: "generation failed for the row with id ..."
+
+    # --- what a runner supplies ---------------------------------------------------------------
+    def load(self, engine):
+        """What runs the texts, from the worker's engine (the engine itself, or a scorer on it)."""
+        return engine
+
+    def run(self, worker, texts: list[str], one_by_one: bool = False) -> list:
+        """One result per text (`one_by_one`: a single text, after its batch failed)."""
+        raise NotImplementedError
+
+    def failed(self, error: BaseException):
+        """The result of a text whose run raised, kept with its error (onRowError='keep')."""
+        raise NotImplementedError
+
+    def annotations(self, result, source_metadata: dict) -> tuple[list[dict], int]:
+        """The output annotations of one text's result, and the tokens it counts for."""
+        raise NotImplementedError
+
+    # --- the loop -------------------------------------------------------------------------------
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark.sql.pandas.types import to_arrow_type
+
+        log_to_stderr()
+        arrow_type = to_arrow_type(ANNOTATION_ARRAY_TYPE)
+        worker = None  # loaded on the first non-empty batch: empty partitions cost nothing
+        rows = tokens = 0
+        started = time.perf_counter()
+        leave_crash_note(crash_note(self.model.source, self.model.dtype, self.memory_plan))
+        for batch in batches:
+            if worker is None and batch.num_rows:
+                worker = self.load(worker_engine(self.model))
+            per_row = annotations_per_row(batch, self.input_cols)
+            results = iter(self._run_all(worker, [a for row in per_row for a in row]))
+            out = []
+            for row in per_row:
+                row_out = []
+                for annotation in row:
+                    made, made_tokens = self.annotations(next(results), dict(annotation["metadata"] or []))
+                    row_out.extend(made)
+                    tokens += made_tokens
+                out.append(row_out)
+            rows += batch.num_rows
+            yield with_output_column(batch, self.output_col, out, arrow_type)
+        log_partition(rows, tokens, time.perf_counter() - started)
+
+    def _run_all(self, worker, annotations: list[dict]) -> list:
+        """Run all texts at once; if that fails, one by one, so one bad row fails alone."""
+        from pipelines.engine.params import InvalidParamError
+
+        texts = [a["result"] or "" for a in annotations]
+        if not texts:
+            return []
+        try:
+            return self.run(worker, texts)
+        except InvalidParamError:
+            raise  # a setting is wrong for every row: no row can succeed
+        except Exception as batch_error:
+            log.warning("batch of %d texts failed (%s); running them one by one", len(texts), batch_error)
+        results = []
+        for annotation, text in zip(annotations, texts):
+            try:
+                results.extend(self.run(worker, [text], one_by_one=True))
+            except Exception as e:
+                row_id = dict(annotation["metadata"] or []).get("id", "<no id column>")
+                if self.on_row_error == "fail":
+                    raise RuntimeError(
+                        f"{self.task} failed for the row with id {row_id}: {type(e).__name__}: {e}. "
+                        "Set onRowError='keep' (output.on_error=keep) to keep such rows with their error"
+                    ) from e
+                results.append(self.failed(e))
+        return results
