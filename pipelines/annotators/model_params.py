@@ -188,7 +188,7 @@ class HasModelParams(HasBatchedAnnotate):
         # The engine is chosen here, on the driver: a model it cannot run or a param it refuses
         # fails now, before any model loads, and every task loads that same engine.
         backend = choose_backend(source, spec.engine, spec.device, self.engine_params(),
-                                 type(self).__name__ if self.SCORES else None)
+                                 type(self).__name__ if self.SCORES else None, spec.dtype)
         return dataclasses.replace(spec, engine=backend.name)
 
     SCORES = False  # the annotator scores documents: its engine must return prompt logits

@@ -62,6 +62,7 @@ class Backend:
     decoder: str  # "module:Class", imported when a model is loaded
     forms: tuple[str, ...]  # the model forms it runs (keys of FORMS)
     devices: tuple[str, ...]  # besides "auto"
+    dtypes: tuple[str, ...]  # besides "auto": the compute dtypes it runs
     # GenerationParams fields it cannot honour, with why: refused when set (not their default).
     refuses: tuple[tuple[str, str], ...] = ()
     scores: bool = False  # returns the logits of prompt tokens, so it can score documents
@@ -103,6 +104,7 @@ BACKENDS = {
         decoder="pipelines.engine.torch_decoder:TorchDecoder",
         forms=("safetensors", "gguf"),
         devices=("cpu", "cuda"),
+        dtypes=("float32", "bfloat16", "float16", "int8"),
         scores=True,
     ),
     "openvino": Backend(
@@ -110,6 +112,8 @@ BACKENDS = {
         decoder="pipelines.engine.openvino_decoder:OpenVINODecoder",
         forms=("openvino",),
         devices=("cpu",),
+        # compute precision over the export's weights (whose own precision is chosen at export)
+        dtypes=("float32", "bfloat16", "float16", "int8"),
         refuses=(
             ("ignore_token_ids", "its pipeline has no per-token ban"),
             ("output_logprobs", "its pipeline does not return the model's own log-probabilities (before "
@@ -136,10 +140,10 @@ def scoring_backend() -> Backend:
 
 
 def choose_backend(source: str, engine: str = "auto", device: str = "auto", params=None,
-                   scoring: str | None = None) -> Backend:
+                   scoring: str | None = None, dtype: str = "auto") -> Backend:
     """The backend that runs the model at `source` (a local directory or GGUF file): `engine`, or
-    with `auto` the first row that runs its form on `device` without refusing `params` (and that
-    scores documents, when `scoring` names what needs it)."""
+    with `auto` the first row that runs its form on `device` in `dtype` without refusing `params`
+    (and that scores documents, when `scoring` names what needs it)."""
     forms = model_forms(source)
     if engine != "auto":
         backend = BACKENDS[engine]
@@ -151,6 +155,8 @@ def choose_backend(source: str, engine: str = "auto", device: str = "auto", para
                 + (f": use engine '{runs[0]}' (setEngine('{runs[0]}'), model.engine: {runs[0]}) or 'auto'"
                    if runs else "")
             )
+        if dtype not in ("auto", *backend.dtypes):
+            raise InvalidParamError(f"engine '{engine}' runs dtypes {', '.join(backend.dtypes)}, not '{dtype}'")
         if device not in ("auto", *backend.devices):
             runs = [b.name for b in BACKENDS.values() if device in b.devices]
             raise InvalidParamError(
@@ -162,9 +168,11 @@ def choose_backend(source: str, engine: str = "auto", device: str = "auto", para
         if scoring:
             backend.check_scoring(scoring)
         return backend
-    fitting = [b for b in BACKENDS.values() if set(forms) & set(b.forms) and device in ("auto", *b.devices)]
+    fitting = [b for b in BACKENDS.values() if set(forms) & set(b.forms) and device in ("auto", *b.devices)
+               and dtype in ("auto", *b.dtypes)]
     if not fitting:
-        raise ModelSourceError(f"no engine runs {source} on device '{device}' ({', '.join(forms) or 'no model form'})")
+        raise ModelSourceError(f"no engine runs {source} ({', '.join(forms) or 'no model form'}) on device "
+                               f"'{device}' in dtype '{dtype}'")
     def accepts(backend: Backend) -> None:
         if params is not None:
             backend.check_params(params)

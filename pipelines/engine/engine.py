@@ -91,7 +91,7 @@ class GenerationEngine:
     @classmethod
     def load(cls, spec: ModelSpec) -> "GenerationEngine":
         tokenizer = CodeTokenizer.for_model(spec.source)
-        backend = choose_backend(spec.source, spec.engine, spec.device)
+        backend = choose_backend(spec.source, spec.engine, spec.device, dtype=spec.dtype)
         return cls(backend.decoder_class().load(spec, tokenizer.eos_token_id), tokenizer, backend)
 
     @property

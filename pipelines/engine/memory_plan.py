@@ -76,7 +76,7 @@ def worker_memory(source: str, dtype: str, device: str, engine: str, kv_cache_gb
     config = model_config(source)
     compute = "float32" if dtype in ("auto", "int8") else dtype
     kv_cache_bytes = kv_cache_gb * GiB if kv_cache else 0
-    backend = choose_backend(source, engine, device)
+    backend = choose_backend(source, engine, device, dtype=dtype)
     if backend.weights_file:  # an export: its file is what the backend holds in memory
         weights = (Path(source) / backend.weights_file).stat().st_size
         tokens = backend.step_tokens

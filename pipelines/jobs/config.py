@@ -58,7 +58,7 @@ class ModelSettings:
     device: str = "auto"
     dtype: str = "auto"
     num_threads: int = 0
-    engine: str = "auto"  # pytorch, openvino, or auto: by what the model directory holds
+    engine: str = "auto"  # a row of pipelines.engine.backends, or auto: chosen from that table
     kv_cache_gb: int = 1  # KV cache memory per worker (GiB)
     prefix_caching: bool = True  # reuse the KV cache of shared prompt prefixes (openvino)
     memory_check: str = "error"  # a memory plan that does not fit: error (before any task) or warn

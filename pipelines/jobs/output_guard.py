@@ -104,7 +104,7 @@ def check_apart(output: str, inputs: dict[str, str], output_key: str = "output.p
         elif len(_segments(out)) > len(_segments(data)):
             where = "is inside"
         else:
-            where = "is"
+            where = "is matched by" if GLOB_CHARS.search(data) else "is"
         # A suggestion outside the input: beside the shorter of the two, without its glob segments.
         shorter = out if where == "contains" else data
         beside = "/".join(s for s in shorter.split("/") if not GLOB_CHARS.search(s)).rstrip("/") + "-out"

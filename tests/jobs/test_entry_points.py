@@ -13,7 +13,7 @@ from pipelines.models import bundled
 
 pytestmark = pytest.mark.slow  # end to end: the jobs and notebooks as programs, spark-submit
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(args, env=None, timeout=600):

@@ -160,7 +160,7 @@ def test_a_worker_dying_mid_partition_is_retried_with_identical_output(spark, ti
 
 
 def test_weights_never_load_with_remote_code_or_pickle():
-    root = Path(__file__).resolve().parent.parent / "pipelines"
+    root = Path(__file__).resolve().parents[2] / "pipelines"
     sources = "\n".join(p.read_text() for p in root.rglob("*.py"))
     assert "trust_remote_code=True" not in sources
     assert "use_safetensors=True" in (root / "engine" / "model_loader.py").read_text()

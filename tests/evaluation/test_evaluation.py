@@ -18,7 +18,7 @@ from pipelines.evaluation.humaneval import (
 from pipelines.evaluation.sandbox import PROJECT_ROOT, SandboxLimits, run_program
 
 LIMITS = SandboxLimits(timeout_s=3, cpu_s=3, memory_mb=512)
-LOCAL_CONF = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
+LOCAL_CONF = Path(__file__).resolve().parents[2] / "conf" / "local.yaml"
 
 
 def test_pass_at_k_is_the_unbiased_estimator():
@@ -81,7 +81,7 @@ def test_broken_solutions_fail(spark):
 
 @pytest.mark.slow
 def test_evaluate_job_end_to_end(tmp_path):
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     result = subprocess.run(
         [sys.executable, "jobs/evaluate.py", "--conf", "conf/local.yaml", "--out", str(tmp_path / "he"),
          "--samples", "2", "--k", "1,2", "--limit", "6", "--set", "generation.max_output_length=24"],

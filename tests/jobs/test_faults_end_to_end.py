@@ -16,7 +16,7 @@ import yaml
 
 pytestmark = pytest.mark.slow  # end to end: a killed driver, a lost worker of a standalone cluster
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPARK_HOME = Path(pyspark.__file__).parent
 N_ROWS = 48
 

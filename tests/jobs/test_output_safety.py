@@ -63,6 +63,8 @@ def test_refusal_names_both_paths_and_what_to_do():
     assert "Choose an output.path outside the input (a sibling directory such as /data-out is fine)" in message
     with pytest.raises(OutputRefusedError, match=r"is inside input.path /data/\*: .* such as /data-out is fine"):
         check_apart("/data/in/x", {"input.path": "/data/*"})
+    with pytest.raises(OutputRefusedError, match=r"output.path /data/out \(/data/out\) is matched by input.path /data/\*"):
+        check_apart("/data/out", {"input.path": "/data/*"})
 
 
 def test_only_an_output_of_ours_is_replaceable(tmp_path):
@@ -140,7 +142,7 @@ def test_corpus_and_evaluation_jobs_refuse_a_foreign_output(job, tmp_path, capsy
     out = tmp_path / "out"
     out.mkdir()
     (out / "summary.json").write_text("precious")
-    conf = os.path.join(os.path.dirname(__file__), "..", "conf", "local.yaml")
+    conf = os.path.join(os.path.dirname(__file__), "..", "..", "conf", "local.yaml")
     args = ["--source-table", str(tmp_path / "files.parquet")] if job == "prepare_corpus" else [
         "--conf", conf, "--canonical"]
     assert main([*args, "--out", str(out)]) == 1

@@ -18,7 +18,7 @@ from pipelines.jobs.config import ConfigError, config_from_dict
 from pipelines.jobs.sharded_output import OutputExistsError
 from pipelines.models import bundled
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 N_ROWS = 24
 
 

@@ -4,17 +4,18 @@ classic session."""
 
 import json
 import shutil
-from pathlib import Path
 
 import pandas as pd
 import pytest
 from test_entry_points import run
 
+from pipelines.models import bundled
+
 pytestmark = pytest.mark.slow  # end to end: the jobs and a notebook on a Spark Connect server
 
 CONNECT = {"SPARK_REMOTE": "local[2]"}
 GENERATION_COLUMNS = ["id", "completion", "prompt_tokens", "completion_tokens", "finish_reason", "truncated", "error"]
-SAMPLE_CORPUS = Path(__file__).resolve().parent.parent / "pipelines" / "assets" / "sample-corpus" / "prompts.parquet"
+SAMPLE_CORPUS = bundled.SAMPLE_PROMPTS
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 from pipelines.engine.params import GenerationParams
 from pipelines.jobs.config import ConfigError, JobConfig, load_config
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def write(tmp_path, text):

@@ -106,7 +106,7 @@ def test_model_settings_reach_the_model_spec_from_the_job_config():
     from pipelines.jobs.generate import build_pipeline
     from pipelines.models import bundled
 
-    config = load_config(Path(__file__).resolve().parent.parent / "conf" / "local.yaml",
+    config = load_config(Path(__file__).resolve().parents[2] / "conf" / "local.yaml",
                          ["model.kv_cache_gb=3", "model.num_threads=2", "model.dtype=int8"])
     starcoder = build_pipeline(config).getStages()[-1]
     spec = starcoder.model_spec()
@@ -206,7 +206,7 @@ def test_pipeline_saves_and_loads_with_the_model_reference(spark, corpus, tiny_m
 
 # Saved by release 0.1 (pipelines/annotators/ as it was then): DocumentAssembler, StarCoderTransformer
 # and StarCoderScorer with a model path of another machine. Kept as saved: later layouts must load it.
-SAVED_BY_0_1 = Path(__file__).resolve().parent / "data" / "pipeline-saved-by-0.1"
+SAVED_BY_0_1 = Path(__file__).resolve().parents[1] / "data" / "pipeline-saved-by-0.1"
 
 
 def test_a_pipeline_saved_by_an_earlier_release_loads_and_transforms(spark, corpus, tiny_model_dir):
