@@ -38,6 +38,7 @@ class ReplaceableOutput:
         parent, name = posixpath.split(self.target)
         if not name or name in (".", ".."):
             raise OutputRefusedError(f"{output_key} {path} must name a directory below its parent")
+        parent = parent or "."  # a relative name: beside it in the working directory
         self.staging = f"{parent}/.{name}.staging"
         self.replaced = f"{parent}/.{name}.replaced"
 

@@ -111,6 +111,15 @@ def test_a_swap_interrupted_by_a_crash_is_finished_by_the_next_run(tmp_path):
     assert not (tmp_path / ".out.replaced").exists() and not (tmp_path / ".out.staging").exists()
 
 
+def test_the_staging_directory_is_beside_the_output(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert ReplaceableOutput(ArrowFS(), "out").staging == "./.out.staging"
+    assert ReplaceableOutput(ArrowFS(), "file:/data/out/").staging == "file:/data/.out.staging"
+    assert ReplaceableOutput(ArrowFS(), "s3://bucket/t/out").replaced == "s3://bucket/t/.out.replaced"
+    with pytest.raises(OutputRefusedError, match="must name a directory below its parent"):
+        ReplaceableOutput(ArrowFS(), "/")
+
+
 def test_a_staging_directory_that_was_never_complete_gives_the_old_output_back(tmp_path):
     target = ReplaceableOutput(ArrowFS(), str(tmp_path / "out"))
     _output(tmp_path / ".out.replaced", "old")
