@@ -83,9 +83,10 @@ class Backend:
         defaults = {f.name: f.default for f in dataclasses.fields(params)}
         for field_name, why in self.refuses:
             if getattr(params, field_name) != defaults[field_name]:
+                other = other_backend(self, field_name)
                 raise InvalidParamError(
-                    f"{names[field_name]} is not supported by engine '{self.name}': {why}; use "
-                    f"engine '{other_backend(self, field_name)}' for it"
+                    f"{names[field_name]} is not supported by engine '{self.name}': {why}"
+                    + (f"; use engine '{other}' for it" if other else "")
                 )
 
     def check_scoring(self, annotator: str = "scoring") -> None:
@@ -131,8 +132,9 @@ def engine_names() -> tuple[str, ...]:
     return ("auto", *BACKENDS)
 
 
-def other_backend(refusing: Backend, field_name: str) -> str:
-    return next(b.name for b in BACKENDS.values() if b is not refusing and field_name not in dict(b.refuses))
+def other_backend(refusing: Backend, field_name: str) -> str | None:
+    """An engine that honours the param `refusing` refuses, if the table has one."""
+    return next((b.name for b in BACKENDS.values() if b is not refusing and field_name not in dict(b.refuses)), None)
 
 
 def scoring_backend() -> Backend:
@@ -145,6 +147,13 @@ def choose_backend(source: str, engine: str = "auto", device: str = "auto", para
     with `auto` the first row that runs its form on `device` in `dtype` without refusing `params`
     (and that scores documents, when `scoring` names what needs it)."""
     forms = model_forms(source)
+
+    def accepts(backend: Backend) -> None:
+        if params is not None:
+            backend.check_params(params)
+        if scoring:
+            backend.check_scoring(scoring)
+
     if engine != "auto":
         backend = BACKENDS[engine]
         if not set(forms) & set(backend.forms):
@@ -163,22 +172,13 @@ def choose_backend(source: str, engine: str = "auto", device: str = "auto", para
                 f"engine '{engine}' runs on {', '.join(backend.devices)}, not device '{device}'"
                 + (f"; use engine '{runs[0]}' for it" if runs else "")
             )
-        if params is not None:
-            backend.check_params(params)
-        if scoring:
-            backend.check_scoring(scoring)
+        accepts(backend)
         return backend
     fitting = [b for b in BACKENDS.values() if set(forms) & set(b.forms) and device in ("auto", *b.devices)
                and dtype in ("auto", *b.dtypes)]
     if not fitting:
         raise ModelSourceError(f"no engine runs {source} ({', '.join(forms) or 'no model form'}) on device "
                                f"'{device}' in dtype '{dtype}'")
-    def accepts(backend: Backend) -> None:
-        if params is not None:
-            backend.check_params(params)
-        if scoring:
-            backend.check_scoring(scoring)
-
     for backend in fitting:
         try:
             accepts(backend)
