@@ -83,7 +83,7 @@ class WholeOutput:
     the inputs, replacing only an output of ours, written in staging and swapped in by `commit`."""
 
     def __init__(self, spark, path: str, job: str, inputs: dict[str, str], output_key: str):
-        self.check(path, inputs, output_key)
+        check_apart(path, inputs, output_key)
         self.fs = output_filesystem(spark, path)
         self.replaceable = ReplaceableOutput(self.fs, path, output_key)
         self.replaceable.recover()

@@ -42,24 +42,13 @@ class ShardedRun:
     model_seconds: float  # time spent transforming and writing the shards of this run
 
 
-def shard_input(df: DataFrame, output: ShardedOutput, id_col: str, shard: int) -> DataFrame:
-    """The input rows that shard `shard` is made from: all of them, or with output.mode=retry_errors
-    those whose id has a failed row in the shard (every row of such an id, so duplicates stay whole)."""
-    rows = df.where(shard_of(id_col, output.shards) == shard)
-    if output.mode != "retry_errors":
-        return rows
-    failed_ids = output.read_shard(shard).where(F.col("error").isNotNull()).select(id_col).distinct()
-    return rows.join(failed_ids, id_col, "left_semi")
-
-
-def new_shard(output: ShardedOutput, id_col: str, shard: int, generated: DataFrame) -> DataFrame:
-    """What shard `shard` holds after this run: the generated rows, or with output.mode=retry_errors
-    the shard's other rows, untouched, with the regenerated ones."""
-    if output.mode != "retry_errors":
-        return generated
+def retry_split(output: ShardedOutput, id_col: str, shard: int, rows: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """output.mode=retry_errors: of a shard's input `rows`, those to run again (every row of an id
+    with a failed row in the shard, so duplicate ids stay whole), and the shard's other rows, kept
+    as they are."""
     previous = output.read_shard(shard)
     failed_ids = previous.where(F.col("error").isNotNull()).select(id_col).distinct()
-    return previous.join(failed_ids, id_col, "left_anti").unionByName(generated)
+    return rows.join(failed_ids, id_col, "left_semi"), previous.join(failed_ids, id_col, "left_anti")
 
 
 def run_in_shards(spark: SparkSession, config: JobConfig, df: DataFrame, output: ShardedOutput, memory_plan: str,
@@ -74,13 +63,16 @@ def run_in_shards(spark: SparkSession, config: JobConfig, df: DataFrame, output:
     parts = config.output.partitions_per_shard or default_parallelism(spark)
     started = time.time()
     for n, shard in enumerate(pending, 1):
-        shard_out = transform(shard_input(df, output, id_col, shard).repartition(parts))
+        rows, kept = df.where(shard_of(id_col, output.shards) == shard), None
+        if output.mode == "retry_errors":
+            rows, kept = retry_split(output, id_col, shard, rows)
+        shard_out = transform(rows.repartition(parts))
         try:
-            output.write_shard(new_shard(output, id_col, shard, shard_out), shard)
+            output.write_shard(shard_out if kept is None else kept.unionByName(shard_out), shard)
         except Exception as e:
-            explained = explain_failure(e, memory_plan)
-            if explained is None and io_failure(e) is not None:
-                explained = f"writing to {output.target} failed: {io_failure(e)}"
+            explained, disk = explain_failure(e, memory_plan), io_failure(e)
+            if explained is None and disk is not None:
+                explained = f"writing to {output.target} failed: {disk}"
             if explained is None:
                 raise
             raise WorkerCrashError(
