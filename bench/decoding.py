@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from cold import warmup_prompts  # noqa: E402
+
 from run import (  # noqa: E402
     PythonWorkerMemory,
     export_openvino,
@@ -161,7 +163,7 @@ def engine_alone(model_dir, prompts, settings, threads, prefix_caching):
     spec = ModelSpec(source=model_dir, dtype="float32", num_threads=threads, prefix_caching=prefix_caching)
     engine = GenerationEngine.load(spec)
     params = GenerationSettings(**settings).params()
-    engine.complete(prompts[:2], GenerationParams(max_output_length=2), settings["batch_size"])  # warm-up
+    engine.complete(warmup_prompts(2, prompts), GenerationParams(max_output_length=2), settings["batch_size"])
     started = time.perf_counter()
     results = engine.complete(prompts, params, settings["batch_size"])
     seconds = time.perf_counter() - started
@@ -281,7 +283,7 @@ def main(argv=None) -> int:
     for name, subset in (("all", prompts), ("naive", spread(prompts, args.naive_prompts)),
                          ("expert", spread(prompts, args.expert_prompts)),
                          ("pytorch", spread(prompts, args.pytorch_prompts) if args.pytorch_prompts else prompts),
-                         ("warmup", prompts[:2])):
+                         ("warmup", warmup_prompts(2, prompts))):
         path = str(work / f"{name}.parquet")
         pd.DataFrame({"id": [f"p{i}" for i in range(len(subset))], "prompt": subset}).to_parquet(path)
         tables[name] = (path, subset)

@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from cold import warmup_prompts  # noqa: E402
+
 from decoding import N_PARAMS, WORKLOADS, sampling_prompts  # noqa: E402
 from run import export_openvino, gemm_peak_flops, in_fresh_process  # noqa: E402
 
@@ -54,7 +56,7 @@ def timed_run(source, prompts, mode, new_tokens, threads, rows):
     from pipelines.engine.params import GenerationParams, ModelSpec
 
     engine = GenerationEngine.load(ModelSpec(source=source, dtype="float32", num_threads=threads))
-    engine.complete(prompts[:1], GenerationParams(max_output_length=2), rows)
+    engine.complete(warmup_prompts(1, prompts), GenerationParams(max_output_length=2), rows)
     # As many greedy rows as sampled ones: ten variants of each prompt (0-9 trailing spaces; exact
     # duplicates would be decoded once).
     batch = prompts if mode == "sampling" else [p + " " * i for p in prompts for i in range(10)]
@@ -86,7 +88,7 @@ def phase_profile(model_dir, prompts, new_tokens, threads, rows, stops):
         setattr(owner, name, wrapped)
 
     engine = GenerationEngine.load(ModelSpec(source=model_dir, dtype="float32", num_threads=threads))
-    engine.complete(prompts[:1], GenerationParams(max_output_length=2), rows)
+    engine.complete(warmup_prompts(1, prompts), GenerationParams(max_output_length=2), rows)
     timer(generate, "decode_one_token", "forward, decode steps")
     timer(generate, "prefill", "forward, prefill")
     timer(generate, "shape_logits", "logits shaping (penalties, bans)")

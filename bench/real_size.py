@@ -9,7 +9,8 @@ those of StarCoder2-3B; the text is not. On 16 sample-corpus prompts of the shor
   1. the engine alone, in a fresh process per dtype (float32, bfloat16, int8): tokens/s (median
      of --repeats runs after a warm-up), seconds to load, peak RSS;
   2. the generation job end to end on local[2] with spark.task.cpus=2 (one task at a time, two
-     threads), float32 and int8: tokens/s and the Python worker's peak RSS;
+     threads), float32 and int8 (--job-dtypes; auto is the default setting): tokens/s, the first
+     run's seconds (the workers load the model) and the Python worker's peak RSS;
   3. two tasks at once (spark.task.cpus=1) in bfloat16, the dtype the file stores: the workers
      map the same weights, so their summed PSS stays near one copy while each one's RSS counts it;
   4. with --openvino: the engine alone and the job on an OpenVINO export with int8 weights
@@ -32,6 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+
+from cold import warmup_prompts  # noqa: E402
 
 from run import PythonWorkerMemory, gemm_peak_flops, in_fresh_process, spread  # noqa: E402
 
@@ -81,7 +84,7 @@ def _engine_runs(model_dir, prompts, max_new, batch_size, dtype, threads, repeat
     started = time.perf_counter()
     engine = GenerationEngine.load(ModelSpec(source=model_dir, dtype=dtype, device="cpu", num_threads=threads))
     load_seconds = time.perf_counter() - started
-    engine.complete(prompts[:2], GenerationParams(max_output_length=2), batch_size)  # warm-up
+    engine.complete(warmup_prompts(2, prompts), GenerationParams(max_output_length=2), batch_size)
     rates, completions = [], None
     for _ in range(repeats):
         started = time.perf_counter()
@@ -122,9 +125,12 @@ def job_runs(model_dir, table, warmup_table, max_new, batch_size, dtype, task_cp
 
     try:
         with PythonWorkerMemory() as memory:
+            started = time.perf_counter()
             run(warmup_table, 2)
+            first_seconds = time.perf_counter() - started
             rates = [run(table, max_new) for _ in range(repeats)]
         return {"tokens_per_s": round(statistics.median(rates), 3), "runs_tokens_per_s": [round(r, 3) for r in rates],
+                "first_run_seconds": round(first_seconds, 1),  # the workers load the model: a job's fixed cost
                 "worker_peak_rss_mb": round(memory.peak_mb),
                 "workers_peak_pss_total_mb": round(memory.peak_pss_total_mb),
                 "workers_peak_rss_total_mb": round(memory.peak_rss_total_mb)}
@@ -141,7 +147,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--dtypes", default="float32,bfloat16,int8", help="engine-alone dtypes")
-    parser.add_argument("--job-dtypes", default="float32,int8", help="end-to-end dtypes (one task at a time)")
+    parser.add_argument("--job-dtypes", default="float32,int8",
+                        help="end-to-end dtypes (one task at a time); auto: what the job runs by default")
     parser.add_argument("--skip-shared", action="store_true", help="skip the two-workers bf16 run")
     parser.add_argument("--openvino", default="",
                         help="an OpenVINO int8 export of --model to run too, or 'export' to make one first")
@@ -167,7 +174,7 @@ def main(argv=None) -> int:
     shorter = [p for p, n in sorted(zip(corpus["prompt"], lengths), key=lambda x: x[1])][: len(lengths) // 2]
     prompts = spread(shorter, args.prompts)
     tables = {}
-    for name, subset in (("all", prompts), ("warmup", prompts[:2])):
+    for name, subset in (("all", prompts), ("warmup", warmup_prompts(2, prompts))):
         tables[name] = str(work / f"{name}.parquet")
         pd.DataFrame({"id": [f"p{i}" for i in range(len(subset))], "prompt": subset}).to_parquet(tables[name])
 

@@ -33,6 +33,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from cold import warmup_prompts  # noqa: E402
 
 
 # --- measurements that run in a fresh process (clean peak memory) ---------------------------
@@ -45,7 +48,7 @@ def _engine_run(model_dir, prompts, max_new, batch_size, dtype, threads):
 
     engine = GenerationEngine.load(ModelSpec(source=model_dir, dtype=dtype, num_threads=threads))
     params = GenerationParams(max_output_length=max_new)
-    engine.complete(prompts[:2], GenerationParams(max_output_length=2), batch_size)  # warm-up
+    engine.complete(warmup_prompts(2, prompts), GenerationParams(max_output_length=2), batch_size)
     started = time.perf_counter()
     results = engine.complete(prompts, params, batch_size)
     seconds = time.perf_counter() - started
@@ -65,7 +68,7 @@ def _hf_run(model_dir, prompts, max_new, batch_size, threads):
 
     tokenizer, model = load_hf(model_dir, padding_side="left")
     torch.set_num_threads(threads)
-    hf_batched_generate(tokenizer, model, prompts[:2], 2)  # warm-up
+    hf_batched_generate(tokenizer, model, warmup_prompts(2, prompts), 2)
     started = time.perf_counter()
     tokens = 0
     for start in range(0, len(prompts), batch_size):
@@ -297,7 +300,7 @@ def main(argv=None) -> int:
     prompts = (prompts * (args.prompts // len(prompts) + 1))[: args.prompts]
     tables = {}
     for name, subset in (("all", prompts), ("naive", spread(prompts, args.naive_prompts)),
-                         ("expert", spread(prompts, args.expert_prompts)), ("warmup", prompts[:4])):
+                         ("expert", spread(prompts, args.expert_prompts)), ("warmup", warmup_prompts(4, prompts))):
         path = str(work / f"{name}.parquet")
         pd.DataFrame({"id": [f"p{i}" for i in range(len(subset))], "prompt": subset}).to_parquet(path)
         tables[name] = path

@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from cold import warmup_prompts  # noqa: E402
+
 
 def naive_score_udf(model_dir: str, max_length: int):
     """Per row: tokenizer, one forward pass with labels, perplexity = exp(loss)."""
@@ -127,7 +129,7 @@ def main(argv=None) -> int:
     texts = [p + (r or "") for p, r in zip(corpus["prompt"], corpus["reference"])]
     texts = (texts * (args.docs // len(texts) + 1))[: args.docs]
     tables = {}
-    for name, subset in (("all", texts), ("naive", spread(texts, args.naive_docs)), ("warmup", texts[:4])):
+    for name, subset in (("all", texts), ("naive", spread(texts, args.naive_docs)), ("warmup", warmup_prompts(4, texts))):
         path = str(work / f"{name}.parquet")
         pd.DataFrame({"id": [f"d{i}" for i in range(len(subset))], "text": subset}).to_parquet(path)
         tables[name] = path

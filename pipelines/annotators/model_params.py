@@ -8,17 +8,19 @@ both reuse one model per worker (the cache is keyed by the spec).
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from pyspark.ml.param import Param, Params, TypeConverters
 
 from pipelines.annotators.annotator_properties import HasBatchedAnnotate
-from pipelines.engine.backends import choose_backend, engine_names
+from pipelines.engine.backends import backend_choice, choose_backend, engine_names, exports_unavailable
 from pipelines.engine.params import ModelSpec
-from pipelines.models.source import (
-    DEFAULT_PRETRAINED,
-    resolve_model,
-    resolve_pretrained,
-)
+from pipelines.engine.precision import describe_dtype
+from pipelines.models.pretrained import DEFAULT_PRETRAINED, resolve_pretrained
+from pipelines.models.source import resolve_model
+
+
+log = logging.getLogger("pipelines.model")
 
 
 def declare_param(name, doc, converter):
@@ -166,11 +168,15 @@ class HasModelParams(HasBatchedAnnotate):
 
     @classmethod
     def pretrained(cls, name=DEFAULT_PRETRAINED, lang="en", remote_loc=None):
-        """Resolve a Spark NLP model name (e.g. starcoder2_3b_int8) or a hub id to a model.
+        """Resolve a Spark NLP model name (e.g. starcoder2_3b_int8) or a hub id to a model: the
+        names Spark NLP ships as OpenVINO exports run those exports on the openvino engine, or,
+        where openvino-genai is not installed, the model's safetensors on PyTorch (the log says so).
 
         Without network access this fails at once and says how to point at a directory instead.
         """
-        resolved = resolve_pretrained(name, lang, remote_loc)
+        resolved = resolve_pretrained(name, lang, remote_loc, exports_unavailable())
+        if resolved.note:
+            log.info(resolved.note)
         return cls(modelSource=resolved.path, dtype=resolved.dtype)
 
     # --- the typed settings the engine runs with ----------------------------------------------
@@ -187,9 +193,19 @@ class HasModelParams(HasBatchedAnnotate):
                          kv_cache_gb=self.getKvCacheSizeGB(), prefix_caching=self.getPrefixCaching())
         # The engine is chosen here, on the driver: a model it cannot run or a param it refuses
         # fails now, before any model loads, and every task loads that same engine.
-        backend = choose_backend(source, spec.engine, spec.device, self.engine_params(),
-                                 type(self).__name__ if self.SCORES else None, spec.dtype)
+        backend, why = backend_choice(source, spec.engine, spec.device, self.engine_params(),
+                                      type(self).__name__ if self.SCORES else None, spec.dtype)
+        self._choice = (spec, backend, why)
         return dataclasses.replace(spec, engine=backend.name)
+
+    def log_choice(self) -> None:
+        """Say once (per annotator: once per job) which engine and dtype run the model, and why."""
+        choice = getattr(self, "_choice", None)
+        if choice and getattr(self, "_logged_choice", None) != choice:
+            spec, backend, why = choice
+            log.info("%s runs %s: %s; %s", type(self).__name__, spec.source, why,
+                     describe_dtype(spec.source, backend, spec.dtype, spec.device))
+            self._logged_choice = choice
 
     SCORES = False  # the annotator scores documents: its engine must return prompt logits
 
@@ -223,6 +239,7 @@ class HasModelParams(HasBatchedAnnotate):
 
         self.check_input_columns(dataset.schema)
         spec = self.model_spec()
+        self.log_choice()
         spark = dataset.sparkSession
         check_worker_python(spark)
         plan = self.check_memory(spark, spec)

@@ -5,8 +5,10 @@ A backend's decoder turns `Request`s (token ids, one seed per sample) into `Sequ
 strings and detokenises the same way for every backend. Each row of `BACKENDS` says what its
 backend runs: the model forms (`models.source.model_forms`), the devices, the generation params
 it refuses (checked on the driver, before any model loads), whether it can score documents, how
-its memory is planned, and the pip extra that installs it. `engine: auto` takes the first row
-that runs the model's form on the device with the params asked for.
+its memory is planned, and the package it needs with the pip extra that installs it. `engine: auto`
+takes the first row that is installed and runs the model's form on the device with the params
+asked for: the rows are in order of speed, so an OpenVINO export beside a model's safetensors runs
+on OpenVINO (int8 at 3B: 2.1x PyTorch int8 on a 2-core AVX512 CPU), and the rest on PyTorch.
 
 Adding a backend is a module with a decoder class (`load(spec, eos_id)`, `generate(...)`,
 `use_threads(n)`) and one row here.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 from dataclasses import dataclass, field
 
 from pipelines.models.locations import ModelSourceError
@@ -71,22 +74,33 @@ class Backend:
     # backend fixes it itself (0: the engine's batch bounds decide).
     weights_file: str | None = None
     step_tokens: int = 0
+    requires: str | None = None  # the module it imports, when not one of the project's own dependencies
     extra: str | None = None  # the pip extra that installs it: pip install 'starcoder-pipelines[extra]'
+
+    def installed(self) -> bool:
+        return self.requires is None or is_installed(self.requires)
+
+    def install_hint(self) -> str:
+        return f"pip install 'starcoder-pipelines[{self.extra}]'" if self.extra else f"pip install {self.requires}"
 
     def decoder_class(self):
         module, name = self.decoder.split(":")
         return getattr(importlib.import_module(module), name)
 
-    def check_params(self, params) -> None:
-        """Refuse, by the annotator param's name, a generation setting this backend cannot honour."""
+    def check_params(self, params, forms: tuple[str, ...] = ()) -> None:
+        """Refuse, by the annotator param's name, a generation setting this backend cannot honour (and
+        name an engine that honours it, and runs one of the model's `forms` when they are given)."""
         names = type(params).PARAM_NAMES
         defaults = {f.name: f.default for f in dataclasses.fields(params)}
         for field_name, why in self.refuses:
             if getattr(params, field_name) != defaults[field_name]:
-                other = other_backend(self, field_name)
+                other = other_backend(self, field_name, forms)
+                elsewhere = other_backend(self, field_name)
                 raise InvalidParamError(
                     f"{names[field_name]} is not supported by engine '{self.name}': {why}"
-                    + (f"; use engine '{other}' for it" if other else "")
+                    + (f"; use engine '{other}' for it" if other else
+                       f"; engine '{elsewhere}' honours it, on {' or '.join(FORMS[f] for f in BACKENDS[elsewhere].forms)}"
+                       if elsewhere else "")
                 )
 
     def check_scoring(self, annotator: str = "scoring") -> None:
@@ -98,16 +112,8 @@ class Backend:
             )
 
 
-# Order is preference: `auto` takes the first row that fits.
+# Order is preference (fastest first): `auto` takes the first installed row that fits.
 BACKENDS = {
-    "pytorch": Backend(
-        name="pytorch",
-        decoder="pipelines.engine.torch_decoder:TorchDecoder",
-        forms=("safetensors", "gguf"),
-        devices=("cpu", "cuda"),
-        dtypes=("float32", "bfloat16", "float16", "int8"),
-        scores=True,
-    ),
     "openvino": Backend(
         name="openvino",
         decoder="pipelines.engine.openvino_decoder:OpenVINODecoder",
@@ -122,7 +128,16 @@ BACKENDS = {
         ),
         weights_file="openvino_model.bin",
         step_tokens=2048,  # openvino_decoder.MAX_BATCHED_TOKENS: the scheduler's prefill per step
+        requires="openvino_genai",
         extra="openvino",
+    ),
+    "pytorch": Backend(
+        name="pytorch",
+        decoder="pipelines.engine.torch_decoder:TorchDecoder",
+        forms=("safetensors", "gguf"),
+        devices=("cpu", "cuda"),
+        dtypes=("float32", "bfloat16", "float16", "int8"),
+        scores=True,
     ),
 }
 
@@ -132,25 +147,44 @@ def engine_names() -> tuple[str, ...]:
     return ("auto", *BACKENDS)
 
 
-def other_backend(refusing: Backend, field_name: str) -> str | None:
-    """An engine that honours the param `refusing` refuses, if the table has one."""
-    return next((b.name for b in BACKENDS.values() if b is not refusing and field_name not in dict(b.refuses)), None)
+def other_backend(refusing: Backend, field_name: str, forms: tuple[str, ...] = ()) -> str | None:
+    """An engine that honours the param `refusing` refuses (and runs one of `forms`), if the table has one."""
+    return next((b.name for b in BACKENDS.values() if b is not refusing and field_name not in dict(b.refuses)
+                 and (not forms or set(forms) & set(b.forms))), None)
 
 
 def scoring_backend() -> Backend:
     return next(b for b in BACKENDS.values() if b.scores)
 
 
+def exports_unavailable() -> str | None:
+    """Why no installed engine runs OpenVINO exports (None: one does), in words for the log."""
+    rows = [b for b in BACKENDS.values() if "openvino" in b.forms]
+    if any(b.installed() for b in rows):
+        return None
+    return "; ".join(f"{b.requires} is not installed ({b.install_hint()})" for b in rows) or "no engine runs them"
+
+
+def is_installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
 def choose_backend(source: str, engine: str = "auto", device: str = "auto", params=None,
                    scoring: str | None = None, dtype: str = "auto") -> Backend:
-    """The backend that runs the model at `source` (a local directory or GGUF file): `engine`, or
-    with `auto` the first row that runs its form on `device` in `dtype` without refusing `params`
-    (and that scores documents, when `scoring` names what needs it)."""
+    """The backend that runs the model at `source` (see `backend_choice`)."""
+    return backend_choice(source, engine, device, params, scoring, dtype)[0]
+
+
+def backend_choice(source: str, engine: str = "auto", device: str = "auto", params=None,
+                   scoring: str | None = None, dtype: str = "auto") -> tuple[Backend, str]:
+    """The backend that runs the model at `source` (a local directory or GGUF file), and why, for
+    the log: `engine`, or with `auto` the first installed row that runs its form on `device` in
+    `dtype` without refusing `params` (and that scores documents, when `scoring` names what needs it)."""
     forms = model_forms(source)
 
     def accepts(backend: Backend) -> None:
         if params is not None:
-            backend.check_params(params)
+            backend.check_params(params, forms)
         if scoring:
             backend.check_scoring(scoring)
 
@@ -172,18 +206,34 @@ def choose_backend(source: str, engine: str = "auto", device: str = "auto", para
                 f"engine '{engine}' runs on {', '.join(backend.devices)}, not device '{device}'"
                 + (f"; use engine '{runs[0]}' for it" if runs else "")
             )
+        if not backend.installed():
+            raise InvalidParamError(
+                f"engine '{engine}' needs the {backend.requires} package, which is not installed here: "
+                f"{backend.install_hint()} (on every worker too), or use engine 'auto'"
+            )
         accepts(backend)
-        return backend
+        return backend, f"engine '{engine}', as set"
     fitting = [b for b in BACKENDS.values() if set(forms) & set(b.forms) and device in ("auto", *b.devices)
                and dtype in ("auto", *b.dtypes)]
     if not fitting:
         raise ModelSourceError(f"no engine runs {source} ({', '.join(forms) or 'no model form'}) on device "
                                f"'{device}' in dtype '{dtype}'")
+    passed = []  # why each faster row was not taken
     for backend in fitting:
+        if not backend.installed():
+            passed.append(f"'{backend.name}' would run it but {backend.requires} is not installed "
+                          f"({backend.install_hint()})")
+            continue
         try:
             accepts(backend)
-            return backend
-        except InvalidParamError:
+        except InvalidParamError as e:
+            passed.append(f"not '{backend.name}': {e}")
             continue
-    accepts(fitting[0])  # none accepts: say why the first one refuses
-    return fitting[0]
+        held = " and ".join(FORMS[f].split(" (")[0] for f in forms if f in backend.forms)
+        return backend, f"engine auto chose '{backend.name}', which runs {held}" + (
+            f" ({'; '.join(passed)})" if passed else "")
+    installed = [b for b in fitting if b.installed()]
+    if not installed:
+        raise InvalidParamError(f"no installed engine runs {source}: {'; '.join(passed)}")
+    accepts(installed[0])  # none accepts: say why the first one refuses
+    return installed[0], ""

@@ -13,6 +13,7 @@ import pipelines.faults as faults
 from pipelines.engine.backends import Backend, Request, choose_backend
 from pipelines.engine.params import GenerationParams, InvalidParamError, ModelSpec
 from pipelines.engine.tokenizer import CodeTokenizer
+from pipelines.models.source import model_forms
 
 FINISH_EMPTY = "empty_input"
 FINISH_ERROR = "error"
@@ -74,9 +75,10 @@ class GenerationEngine:
     """`decoder` turns token ids into generated token ids: the decoder of a `backend` (a row of
     engine.backends.BACKENDS)."""
 
-    def __init__(self, decoder, tokenizer: CodeTokenizer, backend: Backend):
+    def __init__(self, decoder, tokenizer: CodeTokenizer, backend: Backend, forms: tuple[str, ...] = ()):
         self.decoder = decoder
         self.backend = backend
+        self.forms = forms  # the model forms its source holds (for the engine a refusal names instead)
         self.tokenizer = tokenizer
         fim = tokenizer.fim  # None: the vocabulary has no FIM tokens, and no prompt is a FIM prompt
         self.fim_middle_id = tokenizer.token_id(fim.middle_token) if fim else None
@@ -92,7 +94,8 @@ class GenerationEngine:
     def load(cls, spec: ModelSpec) -> "GenerationEngine":
         tokenizer = CodeTokenizer.for_model(spec.source)
         backend = choose_backend(spec.source, spec.engine, spec.device, dtype=spec.dtype)
-        return cls(backend.decoder_class().load(spec, tokenizer.eos_token_id), tokenizer, backend)
+        return cls(backend.decoder_class().load(spec, tokenizer.eos_token_id), tokenizer, backend,
+                   model_forms(spec.source))
 
     @property
     def model(self):
@@ -120,7 +123,7 @@ class GenerationEngine:
             raise InvalidParamError("nReturnSequences > 1 needs doSample=True: greedy decoding gives one answer")
         if params.do_sample and params.random_seed is None:
             raise InvalidParamError("randomSeed must be set when doSample=True, so that reruns and retries agree")
-        self.backend.check_params(params)  # (the annotators check it on the driver too, before any load)
+        self.backend.check_params(params, self.forms)  # (the annotators check it on the driver too, before any load)
         encoded = self.tokenizer.encode_batch(prompts)
         limit = params.max_input_length
         truncated = [len(ids) > limit for ids in encoded]

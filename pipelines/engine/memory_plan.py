@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pipelines.engine.backends import choose_backend
 from pipelines.engine.checkpoint import summarize_model
+from pipelines.engine.precision import compute_dtype
 from pipelines.models.source import model_config
 
 GiB = 2**30
@@ -74,15 +75,17 @@ def worker_memory(source: str, dtype: str, device: str, engine: str, kv_cache_gb
     tokens)), 0 when unknown. `kv_cache=False` for work that keeps no KV cache (scoring is
     prefill only): its batches are bounded by the activation budget alone."""
     config = model_config(source)
-    compute = "float32" if dtype in ("auto", "int8") else dtype
     kv_cache_bytes = kv_cache_gb * GiB if kv_cache else 0
     backend = choose_backend(source, engine, device, dtype=dtype)
     if backend.weights_file:  # an export: its file is what the backend holds in memory
+        compute = "float32" if dtype in ("auto", "int8") else dtype
         weights = (Path(source) / backend.weights_file).stat().st_size
         tokens = backend.step_tokens
         shared = False
     else:
         checkpoint = summarize_model(source)
+        # (the driver's figures: a worker on other hardware may choose another dtype for auto)
+        compute = compute_dtype(dtype, checkpoint.stored_dtype, "cuda" if device == "cuda" else "cpu")
         weights = checkpoint.weight_bytes(compute if dtype != "int8" else "int8")
         shared = dtype != "int8" and compute == checkpoint.stored_dtype
         # The batch planner keeps rows x (prompt + new tokens) within the KV budget and maxBatchTokens.

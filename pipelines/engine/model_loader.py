@@ -16,9 +16,10 @@ import ctypes
 
 import torch
 
-from pipelines.engine.checkpoint import TensorEntry, summarize_checkpoint, tensor_index
+from pipelines.engine.checkpoint import TensorEntry, summarize_checkpoint, summarize_model, tensor_index
 from pipelines.engine.int8_linear import Int8Linear
 from pipelines.engine.params import ModelSpec
+from pipelines.engine.precision import auto_dtype, compute_dtype
 from pipelines.models.families import FAMILIES
 from pipelines.models.gguf_file import is_gguf_file, read_gguf_model
 from pipelines.models.source import model_config, validate_model_source
@@ -35,16 +36,15 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """The dtype the model computes in; int8 weights compute in float32."""
-    if dtype == "auto":
-        # bf16 is the native precision on GPUs; on CPUs fp32 keeps results closest to the reference.
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if dtype == "int8":
-        if device.type != "cpu":
-            raise ValueError("dtype='int8' (dynamic quantisation) runs on the CPU only; use bfloat16 on CUDA")
-        return torch.float32
-    return getattr(torch, dtype)
+def pick_dtype(dtype: str, device: torch.device, stored: str) -> torch.dtype:
+    """The dtype the model computes in, for weights stored as `stored` (engine.precision: auto is
+    the stored dtype where this device runs it natively, else float32); int8 weights compute in float32."""
+    if dtype == "int8" and device.type != "cpu":
+        raise ValueError("dtype='int8' (dynamic quantisation) runs on the CPU only; use bfloat16 on CUDA")
+    gpu_bf16 = device.type != "cuda" or torch.cuda.is_bf16_supported()
+    name = auto_dtype(stored, device.type, gpu_runs_bfloat16=gpu_bf16)[0] if dtype == "auto" \
+        else compute_dtype(dtype, stored, device.type)
+    return getattr(torch, name)
 
 
 class TensorReader:
@@ -140,7 +140,7 @@ def load_model(spec: ModelSpec):
     hf_logging.disable_progress_bar()  # one bar per worker load is noise in Spark logs
     source = validate_model_source(spec.source)
     device = pick_device(spec.device)
-    compute = pick_dtype(spec.dtype, device)
+    compute = pick_dtype(spec.dtype, device, summarize_model(source).stored_dtype)
     model = load_gguf(spec, compute) if is_gguf_file(source) else load_safetensors(source, spec, compute)
     model.eval()
     return model.to(device), device

@@ -1,5 +1,5 @@
-"""Where a model comes from: Spark NLP model names, hub ids, local and DBFS directories, GGUF
-files and Ollama's model store.
+"""Where a model comes from: hub ids, local and DBFS directories, GGUF files and Ollama's model
+store (Spark NLP's model names: models.pretrained).
 
 Resolution happens on the driver before any task starts, so that a wrong name or an
 unreachable hub fails the job at once with a message that says what to do instead.
@@ -17,23 +17,12 @@ from pipelines.models.gguf_file import GgufFileError, is_gguf_file, read_gguf_mo
 from pipelines.models.locations import ModelSourceError, to_local_path
 from pipelines.models.ollama_store import is_ollama_name, resolve_ollama_model
 
-# Spark NLP's published StarCoder2 names -> the weights they were exported from.
-# Spark NLP ships these as OpenVINO/ONNX int8/int4 exports; here the same weights run in
-# PyTorch, int8 through dynamic quantisation. There is no int4 CPU kernel in PyTorch, so the
-# int4 name runs int8 weights: the closest precision available.
-PRETRAINED_MODELS = {
-    "starcoder2_3b_int8": ("bigcode/starcoder2-3b", "int8"),
-    "starcoder2_3b_int4": ("bigcode/starcoder2-3b", "int8"),
-    "starcoder2_3b": ("bigcode/starcoder2-3b", "auto"),
-    "starcoder2_7b": ("bigcode/starcoder2-7b", "auto"),
-    "starcoder2_15b": ("bigcode/starcoder2-15b", "auto"),
-}
-DEFAULT_PRETRAINED = "starcoder2_3b_int4"  # Spark NLP's Python default
-
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 OPENVINO_MODEL_FILES = ("openvino_model.xml", "openvino_model.bin")  # an OpenVINO IR export
 PICKLE_WEIGHT_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.ckpt", "tf_model.h5")
-_HUB_FILES = ["*.json", "*.safetensors", "*.txt"]
+# What a hub download fetches: config, tokenizer and safetensors weights, or an OpenVINO export's IR
+# files (never pickles: *.bin alone would match them).
+_HUB_FILES = ["*.json", "*.safetensors", "*.txt", "openvino_*.xml", "openvino_*.bin"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +31,7 @@ class ResolvedModel:
     # tokenizer.json, or a GGUF file (an Ollama model resolves to its GGUF blob)
     path: str
     dtype: str = "auto"
+    note: str = ""  # what runs, in words for the log, where the name alone does not say it
 
 
 def looks_like_hub_id(location: str) -> bool:
@@ -148,7 +138,8 @@ def model_config(source: str | Path) -> dict:
 
 
 def download_from_hub(repo_id: str) -> str:
-    """Fetch (or find in the local cache) a hub model's safetensors, config and tokenizer files."""
+    """Fetch (or find in the local cache) a hub model's config, tokenizer and weights (safetensors or
+    an OpenVINO export)."""
     from huggingface_hub import snapshot_download
 
     try:
@@ -171,24 +162,3 @@ def resolve_model(location: str, dtype: str = "auto") -> ResolvedModel:
     if looks_like_hub_id(local):
         local = download_from_hub(local)
     return ResolvedModel(path=str(validate_model_source(local)), dtype=dtype)
-
-
-def resolve_pretrained(name: str, lang: str = "en", remote_loc: str | None = None) -> ResolvedModel:
-    """Resolve a Spark NLP model name (or a hub id) the way `pretrained()` does."""
-    if lang != "en":
-        raise ModelSourceError(f"StarCoder2 models are published for lang='en' only, got lang={lang!r}")
-    hub_id, dtype = PRETRAINED_MODELS.get(name, (name, "auto"))
-    if remote_loc:
-        # A mirror of the models: remote_loc/<name> or remote_loc/<hub id>.
-        base = to_local_path(remote_loc).rstrip("/")
-        for candidate in (f"{base}/{name}", f"{base}/{hub_id}"):
-            if Path(candidate).is_dir():
-                return ResolvedModel(path=str(validate_model_dir(candidate)), dtype=dtype)
-        raise ModelSourceError(
-            f"remote_loc {remote_loc!r} holds neither {name!r} nor {hub_id!r} as a model directory"
-        )
-    if name not in PRETRAINED_MODELS and not looks_like_hub_id(name):
-        known = ", ".join(sorted(PRETRAINED_MODELS))
-        raise ModelSourceError(f"unknown pretrained model {name!r}; known names: {known}, or a hub id 'org/name'")
-    return ResolvedModel(path=str(validate_model_dir(download_from_hub(hub_id))), dtype=dtype)
-

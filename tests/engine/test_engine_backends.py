@@ -67,3 +67,61 @@ def test_every_row_names_forms_devices_and_params_the_engine_knows():
         assert all(field in names for field, _ in backend.refuses)
         assert backend.decoder_class().__name__.endswith("Decoder")
     assert backends.scoring_backend().scores
+
+
+@pytest.fixture(scope="module")
+def weights_and_export(tmp_path_factory):
+    """The demo model's safetensors with its OpenVINO export beside them, in one directory."""
+    import shutil
+
+    from pipelines.models.bundled import DEMO_MODEL, DEMO_MODEL_OPENVINO
+
+    d = tmp_path_factory.mktemp("both") / "demo"
+    shutil.copytree(DEMO_MODEL, d)
+    for f in DEMO_MODEL_OPENVINO.glob("openvino_*"):
+        shutil.copy(f, d / f.name)
+    return str(d)
+
+
+def test_auto_runs_an_openvino_export_beside_the_weights_unless_the_params_need_pytorch(weights_and_export):
+    assert backends.model_forms(weights_and_export) == ("safetensors", "openvino")
+    backend, why = backends.backend_choice(weights_and_export)
+    assert backend.name == "openvino" and why == "engine auto chose 'openvino', which runs an OpenVINO export"
+    backend, why = backends.backend_choice(weights_and_export, params=GenerationParams(ignore_token_ids=[5]))
+    assert backend.name == "pytorch"
+    assert why.startswith("engine auto chose 'pytorch', which runs a Hugging Face directory with *.safetensors "
+                          "weights (not 'openvino': ignoreTokenIds is not supported by engine 'openvino'")
+    assert choose_backend(weights_and_export, scoring="StarCoderScorer").name == "pytorch"
+    assert choose_backend(weights_and_export, device="cuda").name == "pytorch"
+
+
+def test_auto_passes_over_an_engine_that_is_not_installed_and_says_so(weights_and_export, monkeypatch):
+    monkeypatch.setattr(backends, "is_installed", lambda module: module != "openvino_genai")
+    backend, why = backends.backend_choice(weights_and_export)
+    assert backend.name == "pytorch"
+    assert why.endswith("('openvino' would run it but openvino_genai is not installed (pip install "
+                        "'starcoder-pipelines[openvino]'))")
+    with pytest.raises(InvalidParamError, match=r"engine 'openvino' needs the openvino_genai package, which is not "
+                                                r"installed here: pip install 'starcoder-pipelines\[openvino\]'"):
+        choose_backend(weights_and_export, "openvino")
+    from pipelines.models.bundled import DEMO_MODEL_OPENVINO
+
+    with pytest.raises(InvalidParamError, match="no installed engine runs .*demo-model-openvino: 'openvino' would "
+                                                "run it but openvino_genai is not installed"):
+        choose_backend(str(DEMO_MODEL_OPENVINO))
+
+
+def test_the_annotator_logs_its_engine_and_dtype_once(weights_and_export, caplog):
+    import logging
+
+    from pipelines import StarCoderTransformer
+
+    annotator = StarCoderTransformer(modelSource=weights_and_export)
+    with caplog.at_level(logging.INFO, logger="pipelines.model"):
+        for _ in range(3):
+            annotator.model_spec()
+            annotator.log_choice()
+    lines = [r.getMessage() for r in caplog.records if r.name == "pipelines.model"]
+    assert lines == [f"StarCoderTransformer runs {weights_and_export}: engine auto chose 'openvino', which runs an "
+                     "OpenVINO export; dtype auto: the export's own weights, computed in the OpenVINO CPU plugin's "
+                     "default precision (bfloat16 on CPUs with AVX512-BF16 or AMX, else float32)"]

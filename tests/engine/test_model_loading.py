@@ -150,3 +150,21 @@ def test_a_truncated_weights_file_is_named(tmp_path, tiny_model_dir):
     cut.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(CheckpointError, match=f"{cut}.*truncated"):
         read_header(cut)
+
+
+@pytest.mark.parametrize("flags, expected", [(frozenset({"avx512_bf16"}), torch.bfloat16),
+                                             (frozenset({"avx2"}), torch.float32)], ids=["native bf16", "avx2"])
+def test_auto_loads_bfloat16_weights_as_stored_only_where_the_cpu_computes_in_bfloat16(
+        linear_heavy_dirs, monkeypatch, flags, expected):
+    from pipelines.engine import precision
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
+    fp32_dir, bf16_dir = linear_heavy_dirs
+    model, _ = load_model(ModelSpec(source=str(bf16_dir), device="cpu"))
+    assert {p.dtype for p in model.parameters()} == {expected}
+    explicit, _ = load_model(ModelSpec(source=str(bf16_dir), device="cpu", dtype=str(expected).split(".")[1]))
+    ids = torch.tensor([[5, 17, 300, 999, 3, 42]])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, explicit(ids).logits)  # auto is that dtype, nothing else
+    fp32_model, _ = load_model(ModelSpec(source=str(fp32_dir), device="cpu"))
+    assert {p.dtype for p in fp32_model.parameters()} == {torch.float32}

@@ -61,11 +61,13 @@ def test_auto_takes_the_first_row_of_the_table_that_runs_the_model_with_the_para
         for f in pathlib.Path(directory).iterdir():
             if not (both / f.name).exists():
                 (both / f.name).symlink_to(f)
-    assert engine_for(str(both)) == "pytorch"  # the table's order
-    assert engine_for(str(both), "openvino") == "openvino"
+    assert engine_for(str(both)) == "openvino"  # the table's order: the faster engine first
+    assert engine_for(str(both), "pytorch") == "pytorch"
     logprobs = GenerationParams(output_logprobs=True)
+    assert engine_for(str(both), "auto", "auto", logprobs) == "pytorch"
     assert engine_for(OV_DIR, "auto", "auto", GenerationParams()) == "openvino"
-    with pytest.raises(InvalidParamError, match="outputLogProbs is not supported by engine 'openvino'.*use engine 'pytorch'"):
+    with pytest.raises(InvalidParamError, match="outputLogProbs is not supported by engine 'openvino'.*; engine "
+                                                "'pytorch' honours it, on a Hugging Face directory with"):
         engine_for(OV_DIR, "auto", "auto", logprobs)  # only openvino runs an export alone
     with pytest.raises(InvalidParamError, match="ignoreTokenIds is not supported by engine 'openvino'"):
         engine_for(str(both), "openvino", "auto", GenerationParams(ignore_token_ids=(5,)))

@@ -2,14 +2,12 @@
 
 import json
 import shutil
-import time
 
 import pytest
 
 from pipelines.models.source import (
     ModelSourceError,
     resolve_model,
-    resolve_pretrained,
     to_local_path,
     validate_model_dir,
 )
@@ -64,22 +62,3 @@ def test_other_architectures_are_refused(tiny_model_dir, tmp_path):
     (d / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelSourceError, match="model_type 'bert' is an encoder.*families: starcoder2, gpt_bigcode, llama, qwen2, mistral"):
         validate_model_dir(d)
-
-
-def test_pretrained_names_fail_fast_offline_with_a_way_out(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    started = time.monotonic()
-    with pytest.raises(ModelSourceError, match="bigcode/starcoder2-3b.*loadSavedModel"):
-        resolve_pretrained("starcoder2_3b_int8")
-    assert time.monotonic() - started < 10
-
-
-def test_unknown_pretrained_name_lists_the_known_ones():
-    with pytest.raises(ModelSourceError, match="starcoder2_3b_int8"):
-        resolve_pretrained("no_such_model")
-
-
-def test_pretrained_from_a_mirror_directory(tiny_model_dir, tmp_path):
-    shutil.copytree(tiny_model_dir, tmp_path / "starcoder2_3b_int8")
-    resolved = resolve_pretrained("starcoder2_3b_int8", remote_loc=str(tmp_path))
-    assert resolved.path == str(tmp_path / "starcoder2_3b_int8") and resolved.dtype == "int8"
