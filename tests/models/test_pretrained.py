@@ -112,3 +112,29 @@ def test_the_annotator_logs_what_pretrained_runs(hub_cache, without_openvino, ca
         annotator = StarCoderTransformer.pretrained("starcoder2_3b_int8")
     assert annotator.getDtype() == "int8" and annotator.model_spec().engine == "pytorch"
     assert "starcoder2_3b_int8 runs bigcode/starcoder2-3b in int8, not the OpenVINO export" in caplog.text
+
+
+@pytest.mark.parametrize("openvino", [True, False], ids=["openvino export", "without openvino-genai"])
+def test_a_pretrained_name_generates_what_its_engine_generates(hub_cache, monkeypatch, spark, openvino):
+    pytest.importorskip("openvino_genai")
+    import pandas as pd
+
+    from pipelines import DocumentAssembler
+    from pipelines.annotators.starcoder_transformer import StarCoderTransformer
+    from pipelines.engine.engine import GenerationEngine
+    from pipelines.engine.params import GenerationParams, ModelSpec
+    from pipelines.models import bundled
+
+    if not openvino:
+        real = backends.is_installed
+        monkeypatch.setattr(backends, "is_installed", lambda module: module != "openvino_genai" and real(module))
+    prompts = list(pd.read_parquet(bundled.SAMPLE_PROMPTS).sort_values("id")["prompt"])[:6]
+    annotator = (StarCoderTransformer.pretrained("starcoder2_3b_int8").setInputCols(["documents"])
+                 .setOutputCol("generation").setMaxOutputLength(8).setReturnFullText(False).setNumThreads(2))
+    spec = annotator.model_spec()
+    assert (spec.engine, spec.dtype) == (("openvino", "auto") if openvino else ("pytorch", "int8"))
+    docs = DocumentAssembler().setInputCol("text").setOutputCol("documents").transform(
+        spark.createDataFrame(list(enumerate(prompts)), "id long, text string"))
+    rows = annotator.transform(docs).orderBy("id").collect()
+    expected = GenerationEngine.load(spec).complete(prompts, GenerationParams(max_output_length=8, return_full_text=False))
+    assert [r.generation[0].result for r in rows] == [row[0].text for row in expected]
