@@ -13,8 +13,9 @@ those of StarCoder2-3B; the text is not. On 16 sample-corpus prompts of the shor
      run's seconds (the workers load the model) and the Python worker's peak RSS;
   3. two tasks at once (spark.task.cpus=1) in bfloat16, the dtype the file stores: the workers
      map the same weights, so their summed PSS stays near one copy while each one's RSS counts it;
-  4. with --openvino: the engine alone and the job on an OpenVINO export with int8 weights
-     (scripts/export_openvino.sh; `--openvino export` makes it, timed, with the exporter's peak RSS);
+  4. with --openvino: the engine alone and the job on an OpenVINO export (scripts/export_openvino.sh;
+     `--openvino export --openvino-weights int8,int4` makes one per weight format, timed, with the
+     exporter's peak RSS), in the plugin's default precision (dtype auto);
   5. the GEMM ceilings: measured peak GEMM FLOP/s / (2 x parameters).
 Writes results_3b.json into --out and prints a table.
 """
@@ -62,13 +63,13 @@ def build_3b(dest: Path) -> str:
     return str(save_model_dir(model, dest))
 
 
-def export_int8(model_dir: str, dest: Path) -> tuple[str, dict]:
-    """scripts/export_openvino.sh with int8 weights: (the export, its seconds and peak RSS)."""
+def export_openvino(model_dir: str, dest: Path, weights: str) -> tuple[str, dict]:
+    """scripts/export_openvino.sh with `weights` (int8, int4): (the export, its seconds, peak RSS and size)."""
     import resource
     import subprocess
 
     started = time.perf_counter()
-    subprocess.run(["bash", str(ROOT / "scripts" / "export_openvino.sh"), model_dir, str(dest), "int8"],
+    subprocess.run(["bash", str(ROOT / "scripts" / "export_openvino.sh"), model_dir, str(dest), weights],
                    check=True, stdout=subprocess.DEVNULL)
     return str(dest), {"seconds": round(time.perf_counter() - started, 1),
                        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
@@ -151,7 +152,8 @@ def main(argv=None) -> int:
                         help="end-to-end dtypes (one task at a time); auto: what the job runs by default")
     parser.add_argument("--skip-shared", action="store_true", help="skip the two-workers bf16 run")
     parser.add_argument("--openvino", default="",
-                        help="an OpenVINO int8 export of --model to run too, or 'export' to make one first")
+                        help="an OpenVINO export of --model to run too, or 'export' to make them first")
+    parser.add_argument("--openvino-weights", default="int8", help="with --openvino export: the weight formats, e.g. int8,int4")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--update", action="store_true",
                         help="keep the figures of an earlier run in --out and replace only those measured now")
@@ -213,21 +215,22 @@ def main(argv=None) -> int:
                                                         args.max_new_tokens, args.batch_size, "bfloat16", 1, 1, work)
         log(f"  {results['job']['bfloat16_two_tasks']}")
         save()
-    if args.openvino:
+    for weights in filter(None, args.openvino_weights.split(",")) if args.openvino else ():
+        key = f"openvino_{weights}"
         openvino_dir = args.openvino
         if openvino_dir == "export":
-            log("exporting to OpenVINO (int8 weights)")
-            openvino_dir, results["openvino_export"] = export_int8(model_dir, work / "openvino-int8")
-            log(f"  {results['openvino_export']}")
-        log("engine alone, openvino int8")
-        results["engine"]["openvino_int8"], _ = in_fresh_process(
-            _engine_runs, openvino_dir, prompts, args.max_new_tokens, args.batch_size, "int8", args.threads, args.repeats)
-        log(f"  {results['engine']['openvino_int8']}")
+            log(f"exporting to OpenVINO ({weights} weights)")
+            openvino_dir, results[f"{key}_export"] = export_openvino(model_dir, work / f"openvino-{weights}", weights)
+            log(f"  {results[f'{key}_export']}")
+        log(f"engine alone, {key}")
+        results["engine"][key], _ = in_fresh_process(
+            _engine_runs, openvino_dir, prompts, args.max_new_tokens, args.batch_size, "auto", args.threads, args.repeats)
+        log(f"  {results['engine'][key]}")
         save()
-        log("job end to end, openvino int8, one task at a time")
-        results["job"]["openvino_int8"] = job_runs(openvino_dir, tables["all"], tables["warmup"], args.max_new_tokens,
-                                                   args.batch_size, "int8", 2, args.repeats, work)
-        log(f"  {results['job']['openvino_int8']}")
+        log(f"job end to end, {key}, one task at a time")
+        results["job"][key] = job_runs(openvino_dir, tables["all"], tables["warmup"], args.max_new_tokens,
+                                       args.batch_size, "auto", 2, args.repeats, work)
+        log(f"  {results['job'][key]}")
         save()
     log("GEMM ceilings")
     for dtype in ("float32", "int8"):

@@ -54,8 +54,8 @@ class Request:
 FORMS = {
     "safetensors": "a Hugging Face directory with *.safetensors weights",
     "gguf": "a GGUF file",
-    "openvino": "an OpenVINO export (openvino_model.xml; make one with: bash scripts/export_openvino.sh "
-                "SOURCE_DIR DEST_DIR int8)",
+    "openvino": "an OpenVINO export (openvino_model.xml; make one with model.export: openvino-int8 in a job, or "
+                "bash scripts/export_openvino.sh SOURCE_DIR DEST_DIR int8)",
 }
 
 

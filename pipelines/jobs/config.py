@@ -63,6 +63,11 @@ class ModelSettings:
     prefix_caching: bool = True  # reuse the KV cache of shared prompt prefixes (openvino)
     memory_check: str = "error"  # a memory plan that does not fit: error (before any task) or warn
     worker_memory_gb: float = 0.0  # memory the model workers of one executor may use; 0: from the session
+    # Export the model once on the driver and run the export: openvino-int8, openvino-int4 or openvino-fp16
+    # (models.openvino_export), kept under export_dir (a directory every worker reads; default: a
+    # cache in the driver's home, for local masters) by the model's fingerprint.
+    export: str | None = None
+    export_dir: str | None = None
 
 
 def _config_type(annotation):
@@ -285,6 +290,10 @@ def check_values(config: JobConfig, source: str) -> None:
         fail("model.engine", f"must be one of {', '.join(engine_names())}, got {config.model.engine!r}")
     if config.model.memory_check not in MEMORY_CHECKS:
         fail("model.memory_check", f"must be one of {', '.join(MEMORY_CHECKS)}, got {config.model.memory_check!r}")
+    from pipelines.models.openvino_export import EXPORT_FORMATS
+
+    if config.model.export is not None and config.model.export not in EXPORT_FORMATS:
+        fail("model.export", f"must be one of {', '.join(EXPORT_FORMATS)} (or unset), got {config.model.export!r}")
     if config.model.worker_memory_gb < 0:
         fail("model.worker_memory_gb", f"must be >= 0 (0 reads it from the session), got {config.model.worker_memory_gb}")
     for path in config.evaluation.hidden_paths:

@@ -17,12 +17,13 @@ from typing import Callable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines.jobs.config import JobConfig
+from pipelines.jobs.config import ConfigError, JobConfig
 from pipelines.jobs.filesystem import io_failure
 from pipelines.jobs.input_table import check_ids, read_input
 from pipelines.jobs.output_guard import check_apart
 from pipelines.jobs.session import default_parallelism, session_master
 from pipelines.jobs.sharded_output import ShardedOutput, shard_of
+from pipelines.models.locations import to_local_path
 from pipelines.models.source import resolve_model
 from pipelines.spark.worker_failures import (
     WorkerCrashError,
@@ -93,6 +94,29 @@ def run_in_shards(spark: SparkSession, config: JobConfig, df: DataFrame, output:
     return ShardedRun(output, written, rows_in, pending, model_seconds)
 
 
+def job_model(spark: SparkSession, config: JobConfig) -> str:
+    """The model the job runs: model.source resolved, or its OpenVINO export (model.export), made
+    here on the driver the first time and kept under model.export_dir by the model's fingerprint."""
+    model_path = resolve_model(config.model.source, config.model.dtype).path
+    m = config.model
+    if not m.export:
+        return model_path
+    from pipelines.engine.backends import exports_unavailable
+    from pipelines.models.openvino_export import cached_export
+    from pipelines.models.source import model_forms
+
+    unavailable = exports_unavailable()
+    if unavailable:
+        raise ConfigError(f"model.export: {m.export} runs on the openvino engine, but {unavailable}")
+    if "safetensors" not in model_forms(model_path):
+        raise ConfigError(f"model.export: {m.export} exports a Hugging Face directory with safetensors weights; "
+                          f"{config.model.source} has none (an export or a GGUF file runs as it is: unset model.export)")
+    if not m.export_dir and not session_master(spark).startswith("local"):
+        raise ConfigError(f"model.export: on a cluster ({session_master(spark)}) set model.export_dir to a directory "
+                          "every worker reads (a volume, /dbfs/..., a shared mount): the export is made there once")
+    return cached_export(model_path, m.export, to_local_path(m.export_dir) if m.export_dir else None)
+
+
 def run_model_job(spark: SparkSession, config: JobConfig, *, build_pipeline, manifest, transform, summarize):
     """A batch job that runs a model over the input table, shard by shard: check that the output
     path is apart from the input, read and check the input, resolve the model, check the model
@@ -102,7 +126,7 @@ def run_model_job(spark: SparkSession, config: JobConfig, *, build_pipeline, man
     check_apart(config.output.path, {"input.path": config.input.path})
     df = read_input(spark, config.input)
     check_ids(df, config.input.id_col)
-    model_path = resolve_model(config.model.source, config.model.dtype).path
+    model_path = job_model(spark, config)
     # Before anything is written: the model stage accepts its settings, and the model fits the
     # workers' memory (or memory_check: warn).
     plan = build_pipeline(config, model_path).getStages()[-1].check_memory(spark)

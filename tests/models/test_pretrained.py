@@ -122,7 +122,7 @@ def test_a_pretrained_name_generates_what_its_engine_generates(hub_cache, monkey
     from pipelines import DocumentAssembler
     from pipelines.annotators.starcoder_transformer import StarCoderTransformer
     from pipelines.engine.engine import GenerationEngine
-    from pipelines.engine.params import GenerationParams, ModelSpec
+    from pipelines.engine.params import GenerationParams
     from pipelines.models import bundled
 
     if not openvino:
