@@ -82,12 +82,14 @@ def _engine_runs(model_dir, prompts, max_new, batch_size, dtype, threads, repeat
     from pipelines.engine.engine import GenerationEngine
     from pipelines.engine.params import GenerationParams, ModelSpec
 
-    started = time.perf_counter()
-    engine = GenerationEngine.load(ModelSpec(source=model_dir, dtype=dtype, device="cpu", num_threads=threads))
-    load_seconds = time.perf_counter() - started
-    engine.complete(warmup_prompts(2, prompts), GenerationParams(max_output_length=2), batch_size)
-    rates, completions = [], None
+    rates, completions, loads = [], None, []
     for _ in range(repeats):
+        # A fresh engine per timed run: OpenVINO's prefix cache would keep the prompts of the last one.
+        engine = results = None
+        started = time.perf_counter()
+        engine = GenerationEngine.load(ModelSpec(source=model_dir, dtype=dtype, device="cpu", num_threads=threads))
+        loads.append(time.perf_counter() - started)
+        engine.complete(warmup_prompts(2, prompts), GenerationParams(max_output_length=2), batch_size)
         started = time.perf_counter()
         results = engine.complete(prompts, GenerationParams(max_output_length=max_new), batch_size)
         rates.append(sum(r[0].completion_tokens for r in results) / (time.perf_counter() - started))
@@ -95,14 +97,15 @@ def _engine_runs(model_dir, prompts, max_new, batch_size, dtype, threads, repeat
     return {
         "tokens_per_s": round(statistics.median(rates), 3),
         "runs_tokens_per_s": [round(r, 3) for r in rates],
-        "load_seconds": round(load_seconds, 1),
+        "load_seconds": round(statistics.median(loads), 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "prompt_tokens": sum(r[0].prompt_tokens for r in results),
     }, completions
 
 
 def job_runs(model_dir, table, warmup_table, max_new, batch_size, dtype, task_cpus, repeats, work):
-    """The generation job on local[2]: tokens/s (median of `repeats` after a warm-up run)."""
+    """The generation job on local[2]: tokens/s, median of `repeats` runs, each in a fresh session after
+    a warm-up run on other prompts (in which the workers load the model)."""
     from pyspark.sql import SparkSession
 
     from pipelines.jobs import generate as generation_job
@@ -110,10 +113,8 @@ def job_runs(model_dir, table, warmup_table, max_new, batch_size, dtype, task_cp
     from pipelines.jobs.session import with_master, worker_environment
 
     worker_environment()
-    spark = (with_master(SparkSession.builder, "local[2]").appName("starcoder-pipelines-bench-3b")
-             .config("spark.ui.enabled", "false").config("spark.task.cpus", str(task_cpus)).getOrCreate())
 
-    def run(path, new_tokens):
+    def run(spark, path, new_tokens):
         config = config_from_dict({
             "input": {"path": path, "id_col": "id", "text_col": "prompt"},
             "model": {"source": model_dir, "dtype": dtype, "device": "cpu"},
@@ -124,19 +125,23 @@ def job_runs(model_dir, table, warmup_table, max_new, batch_size, dtype, task_cp
         summary = generation_job.run(spark, config)
         return summary.completion_tokens / (time.perf_counter() - started)
 
-    try:
-        with PythonWorkerMemory() as memory:
-            started = time.perf_counter()
-            run(warmup_table, 2)
-            first_seconds = time.perf_counter() - started
-            rates = [run(table, max_new) for _ in range(repeats)]
-        return {"tokens_per_s": round(statistics.median(rates), 3), "runs_tokens_per_s": [round(r, 3) for r in rates],
-                "first_run_seconds": round(first_seconds, 1),  # the workers load the model: a job's fixed cost
-                "worker_peak_rss_mb": round(memory.peak_mb),
-                "workers_peak_pss_total_mb": round(memory.peak_pss_total_mb),
-                "workers_peak_rss_total_mb": round(memory.peak_rss_total_mb)}
-    finally:
-        spark.stop()
+    rates, firsts = [], []
+    with PythonWorkerMemory() as memory:
+        for _ in range(repeats):  # a fresh session (fresh workers) per timed run: nothing cached between them
+            spark = (with_master(SparkSession.builder, "local[2]").appName("starcoder-pipelines-bench-3b")
+                     .config("spark.ui.enabled", "false").config("spark.task.cpus", str(task_cpus)).getOrCreate())
+            try:
+                started = time.perf_counter()
+                run(spark, warmup_table, 2)
+                firsts.append(time.perf_counter() - started)
+                rates.append(run(spark, table, max_new))
+            finally:
+                spark.stop()
+    return {"tokens_per_s": round(statistics.median(rates), 3), "runs_tokens_per_s": [round(r, 3) for r in rates],
+            "first_run_seconds": round(statistics.median(firsts), 1),  # the workers load the model: a job's fixed cost
+            "worker_peak_rss_mb": round(memory.peak_mb),
+            "workers_peak_pss_total_mb": round(memory.peak_pss_total_mb),
+            "workers_peak_rss_total_mb": round(memory.peak_rss_total_mb)}
 
 
 def main(argv=None) -> int:

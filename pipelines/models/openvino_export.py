@@ -88,17 +88,27 @@ def exporter_venv() -> Path:
     return venv
 
 
+def int4_group_size(source: str | Path) -> int:
+    """The exporter's int4 group (weights sharing one scale): 128 as its default, else the largest of
+    64, 32 that divides every layer's input width (SmolLM2-135M's 576), else one group per row (-1)."""
+    config = json.loads((Path(source) / "config.json").read_text())
+    widths = [config.get(k) for k in ("hidden_size", "intermediate_size", "n_embd", "n_inner") if config.get(k)]
+    return next((g for g in (128, 64, 32) if all(w % g == 0 for w in widths)), -1)
+
+
 def export_openvino(source: str | Path, dest: str | Path, weights: str) -> Path:
     """Export the model directory `source` to `dest` with `weights` (int8, int4, fp16, fp32)."""
     venv = exporter_venv()
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    group = ["--group-size", str(int4_group_size(source))] if weights == "int4" else []
     result = subprocess.run([str(venv / "bin" / "python"), "-m", "optimum.commands.optimum_cli", "export",
-                             "openvino", "--model", str(source),
-                             "--task", "text-generation-with-past", "--weight-format", weights, str(dest)],
+                             "openvino", "--model", str(source), "--task", "text-generation-with-past",
+                             "--weight-format", weights, *group, str(dest)],
                             capture_output=True, text=True, env=env)
     if result.returncode != 0:
-        raise ModelSourceError(f"exporting {source} to OpenVINO ({weights} weights) failed: "
-                               f"{(result.stderr or result.stdout).strip()[-800:]}")
+        output = (result.stderr or result.stdout).strip()
+        error = output[output.find("Error: "):] if "Error: " in output else output[-800:]  # the exception, not the traceback
+        raise ModelSourceError(f"exporting {source} to OpenVINO ({weights} weights) failed: {error[:800]}")
     for name in TOKENIZER_FILES:
         if (Path(source) / name).is_file():
             shutil.copy(Path(source) / name, Path(dest) / name)

@@ -87,3 +87,10 @@ def test_an_interrupted_export_is_never_used(tmp_path, exports_made, monkeypatch
 def test_an_unknown_export_format_is_named():
     with pytest.raises(ModelSourceError, match="model.export must be one of openvino-int8, openvino-int4, openvino-fp16"):
         openvino_export.cached_export(DEMO_MODEL, "openvino-int2")
+
+
+@pytest.mark.parametrize("widths, group", [((3072, 12288), 128), ((576, 1536), 64), ((96, 288), 32), ((100, 300), -1)],
+                         ids=["starcoder2-3b", "smollm2-135m", "32", "per row"])
+def test_int4_groups_divide_every_layer_width(tmp_path, widths, group):
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": widths[0], "intermediate_size": widths[1]}))
+    assert openvino_export.int4_group_size(tmp_path) == group
