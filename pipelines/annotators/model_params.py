@@ -21,6 +21,7 @@ from pipelines.models.source import resolve_model
 
 
 log = logging.getLogger("pipelines.model")
+_LOGGED_CHOICES: set = set()  # (annotator, (spec, backend, why)) already logged by this process
 
 
 def declare_param(name, doc, converter):
@@ -199,13 +200,14 @@ class HasModelParams(HasBatchedAnnotate):
         return dataclasses.replace(spec, engine=backend.name)
 
     def log_choice(self) -> None:
-        """Say once (per annotator: once per job) which engine and dtype run the model, and why."""
+        """Say which engine and dtype run the model, and why: once per driver process for each
+        model and setting (a job builds its stage again for every shard; it is said once)."""
         choice = getattr(self, "_choice", None)
-        if choice and getattr(self, "_logged_choice", None) != choice:
+        if choice and (type(self).__name__, choice) not in _LOGGED_CHOICES:
             spec, backend, why = choice
             log.info("%s runs %s: %s; %s", type(self).__name__, spec.source, why,
                      describe_dtype(spec.source, backend, spec.dtype, spec.device))
-            self._logged_choice = choice
+            _LOGGED_CHOICES.add((type(self).__name__, choice))
 
     SCORES = False  # the annotator scores documents: its engine must return prompt logits
 

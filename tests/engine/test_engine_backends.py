@@ -111,14 +111,16 @@ def test_auto_passes_over_an_engine_that_is_not_installed_and_says_so(weights_an
         choose_backend(str(DEMO_MODEL_OPENVINO))
 
 
-def test_the_annotator_logs_its_engine_and_dtype_once(weights_and_export, caplog):
+def test_the_annotator_logs_its_engine_and_dtype_once(weights_and_export, caplog, monkeypatch):
     import logging
 
     from pipelines import StarCoderTransformer
+    from pipelines.annotators import model_params
 
-    annotator = StarCoderTransformer(modelSource=weights_and_export)
+    monkeypatch.setattr(model_params, "_LOGGED_CHOICES", set())  # as in a fresh driver
     with caplog.at_level(logging.INFO, logger="pipelines.model"):
-        for _ in range(3):
+        for _ in range(3):  # as a job does: a new stage for every shard
+            annotator = StarCoderTransformer(modelSource=weights_and_export)
             annotator.model_spec()
             annotator.log_choice()
     lines = [r.getMessage() for r in caplog.records if r.name == "pipelines.model"]
