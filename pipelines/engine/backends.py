@@ -7,8 +7,8 @@ backend runs: the model forms (`models.source.model_forms`), the devices, the ge
 it refuses (checked on the driver, before any model loads), whether it can score documents, how
 its memory is planned, and the package it needs with the pip extra that installs it. `engine: auto`
 takes the first row that is installed and runs the model's form on the device with the params
-asked for: the rows are in order of speed, so an OpenVINO export beside a model's safetensors runs
-on OpenVINO (int8 at 3B: 2.1x PyTorch int8 on a 2-core AVX512 CPU), and the rest on PyTorch.
+asked for: the rows are in order of speed on CPUs (the README's benchmarks), so an OpenVINO export,
+also one beside a model's safetensors, runs on OpenVINO, and the rest on PyTorch.
 
 Adding a backend is a module with a decoder class (`load(spec, eos_id)`, `generate(...)`,
 `use_threads(n)`) and one row here.
@@ -74,7 +74,7 @@ class Backend:
     # backend fixes it itself (0: the engine's batch bounds decide).
     weights_file: str | None = None
     step_tokens: int = 0
-    requires: str | None = None  # the module it imports, when not one of the project's own dependencies
+    requires: str | None = None  # the module it imports, checked before auto chooses it (an environment may lack it)
     extra: str | None = None  # the pip extra that installs it: pip install 'starcoder-pipelines[extra]'
 
     def installed(self) -> bool:

@@ -2,8 +2,8 @@
 else float32 (as `dtype="auto"` means in transformers, plus the hardware check).
 
 A GPU runs bfloat16 and float16 natively. A CPU runs bfloat16 natively with AVX512-BF16 or AMX
-(its matrix multiplies then take half the memory traffic of float32: about 2.5x float32's speed
-at StarCoder2-3B); without them bfloat16 is emulated and slower than float32, and no CPU kernel
+(its matrix multiplies then move half of float32's bytes: the job ran 2.35x float32's speed at
+StarCoder2-3B on a 2-core AVX512-BF16 CPU); without them bfloat16 is emulated and slower than float32, and no CPU kernel
 PyTorch uses runs float16 natively, so both compute in float32 there. A float32 checkpoint runs in
 float32 everywhere, and int8/int4 are never chosen by auto: they change outputs, so they run only
 when asked for. The choice is made where the model loads (each worker, on its own hardware); the
@@ -19,8 +19,8 @@ from pipelines.engine.checkpoint import summarize_model
 
 # CPU flags (as /proc/cpuinfo names them) of the instructions that compute in bfloat16.
 NATIVE_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
-# What a checkpoint's stored dtype is called when it is not a compute dtype: a GGUF file's tensors
-# are dequantised into float32 (models.gguf_file), whatever their GGML type.
+# Stored dtypes that are compute dtypes; anything else (a GGUF file's GGML types, Q4_0, Q8_0, ...)
+# is dequantised into float32 when it loads.
 FLOATING = ("float32", "bfloat16", "float16")
 
 

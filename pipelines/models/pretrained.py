@@ -2,7 +2,7 @@
 
 Spark NLP ships `starcoder2_3b_int8` and `starcoder2_3b_int4` as OpenVINO exports; OpenVINO
 publishes the same exports on the Hugging Face hub, so those names fetch them and run on the
-OpenVINO engine (int8 at 3B: 2.1x PyTorch int8 on a 2-core AVX512 CPU). Where no installed engine
+OpenVINO engine, the faster one on CPUs (the README's benchmarks). Where no installed engine
 runs OpenVINO exports, a name falls back to the model's safetensors on PyTorch, in the closest
 precision PyTorch has (int8: PyTorch has no int4 CPU kernel), and says so. Nothing here imports
 Spark or torch.
@@ -60,6 +60,6 @@ def resolve_pretrained(name: str, lang: str = "en", remote_loc: str | None = Non
         return ResolvedModel(path, "auto", f"{name} runs the OpenVINO export {path if remote_loc else hub_id}")
     note = f"{name} runs {hub_id} in {row.weights_dtype}"
     if row.export is not None and exports_unavailable is not None:
-        note += (f", not the OpenVINO export {row.export} it is shipped as (2.1x faster at 3B), because "
+        note += (f", not the OpenVINO export {row.export} it is shipped as (the faster engine on CPUs), because "
                  f"{exports_unavailable}")
     return ResolvedModel(path, row.weights_dtype, note)

@@ -68,7 +68,7 @@ def test_without_openvino_genai_the_names_run_the_weights_on_pytorch_and_say_why
     assert backends.choose_backend(resolved.path).name == "pytorch"
     assert resolved.note == (
         "starcoder2_3b_int4 runs bigcode/starcoder2-3b in int8, not the OpenVINO export "
-        "OpenVINO/starcoder2-3b-int4-ov it is shipped as (2.1x faster at 3B), because openvino_genai is not "
+        "OpenVINO/starcoder2-3b-int4-ov it is shipped as (the faster engine on CPUs), because openvino_genai is not "
         "installed (pip install 'starcoder-pipelines[openvino]')")
 
 
