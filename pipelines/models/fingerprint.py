@@ -14,24 +14,21 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
+from pipelines.models.ollama_store import file_sha256
+
 # Files of a model directory that decide its outputs besides the weights.
 SETTINGS_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                   "special_tokens_map.json")
 WEIGHT_PATTERNS = ("*.safetensors", "openvino_*.xml", "openvino_*.bin")
-CHUNK = 16 * 2**20
 
 
 @lru_cache(maxsize=256)
 def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(Path(path))
 
 
 def file_digest(path: str | Path) -> str:
-    """SHA-256 of one file's bytes (computed once per process while its size and mtime stay)."""
+    """'sha256:<hex>' of one file's bytes (computed once per process while its size and mtime stay)."""
     stat = Path(path).stat()
     return _file_digest(str(path), stat.st_size, stat.st_mtime_ns)
 
