@@ -16,10 +16,10 @@ import ctypes
 
 import torch
 
-from pipelines.engine.checkpoint import TensorEntry, summarize_checkpoint, summarize_model, tensor_index
+from pipelines.engine.checkpoint import TensorEntry, summarize_model, tensor_index
 from pipelines.engine.int8_linear import Int8Linear
 from pipelines.engine.params import ModelSpec
-from pipelines.engine.precision import auto_dtype, compute_dtype
+from pipelines.engine.precision import compute_dtype
 from pipelines.models.families import FAMILIES
 from pipelines.models.gguf_file import is_gguf_file, read_gguf_model
 from pipelines.models.source import model_config, validate_model_source
@@ -42,9 +42,7 @@ def pick_dtype(dtype: str, device: torch.device, stored: str) -> torch.dtype:
     if dtype == "int8" and device.type != "cpu":
         raise ValueError("dtype='int8' (dynamic quantisation) runs on the CPU only; use bfloat16 on CUDA")
     gpu_bf16 = device.type != "cuda" or torch.cuda.is_bf16_supported()
-    name = auto_dtype(stored, device.type, gpu_runs_bfloat16=gpu_bf16)[0] if dtype == "auto" \
-        else compute_dtype(dtype, stored, device.type)
-    return getattr(torch, name)
+    return getattr(torch, compute_dtype(dtype, stored, device.type, gpu_runs_bfloat16=gpu_bf16))
 
 
 class TensorReader:
@@ -140,15 +138,17 @@ def load_model(spec: ModelSpec):
     hf_logging.disable_progress_bar()  # one bar per worker load is noise in Spark logs
     source = validate_model_source(spec.source)
     device = pick_device(spec.device)
-    compute = pick_dtype(spec.dtype, device, summarize_model(source).stored_dtype)
-    model = load_gguf(spec, compute) if is_gguf_file(source) else load_safetensors(source, spec, compute)
+    stored = summarize_model(source).stored_dtype  # (a GGUF file's header is read once: it is cached)
+    compute = pick_dtype(spec.dtype, device, stored)
+    model = load_gguf(spec, compute) if is_gguf_file(source) else load_safetensors(source, spec, compute, stored)
     model.eval()
     return model.to(device), device
 
 
-def load_safetensors(model_dir, spec: ModelSpec, compute: torch.dtype):
-    """A validated model directory's safetensors, mapped in the stored dtype, then converted."""
-    stored = getattr(torch, summarize_checkpoint(model_dir).stored_dtype)
+def load_safetensors(model_dir, spec: ModelSpec, compute: torch.dtype, stored_dtype: str):
+    """A validated model directory's safetensors, mapped in the dtype most of them are stored in
+    (`stored_dtype`), then converted."""
+    stored = getattr(torch, stored_dtype)
     model = model_class(str(model_dir)).from_pretrained(
         str(model_dir),
         dtype=stored,  # maps the file: no weight is read or copied here

@@ -59,10 +59,11 @@ def auto_dtype(stored: str, device_type: str, flags: frozenset[str] | None = Non
     return "float32", f"the checkpoint is stored in {stored}, which CPUs do not compute in natively"
 
 
-def compute_dtype(dtype: str, stored: str, device_type: str, flags: frozenset[str] | None = None) -> str:
+def compute_dtype(dtype: str, stored: str, device_type: str, flags: frozenset[str] | None = None,
+                  gpu_runs_bfloat16: bool = True) -> str:
     """The dtype the model's arithmetic runs in for a requested `dtype` (int8 weights compute in float32)."""
     if dtype == "auto":
-        return auto_dtype(stored, device_type, flags)[0]
+        return auto_dtype(stored, device_type, flags, gpu_runs_bfloat16)[0]
     return "float32" if dtype == "int8" else dtype
 
 
