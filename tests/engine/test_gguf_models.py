@@ -214,7 +214,7 @@ def test_ollama_name_resolves_to_its_verified_gguf_blob(starcoder2_gguf, tmp_pat
 
 
 def test_gguf_and_ollama_jobs_fail_before_any_output(spark, starcoder2_gguf, tmp_path, monkeypatch):
-    from test_reliability import job, write_table
+    from job_tables import job, write_table
 
     from pipelines.jobs import generate as generation_job
 

@@ -7,26 +7,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from job_tables import job, write_table
 from pyspark.sql import functions as F
 
 from pipelines import DocumentAssembler, StarCoderTransformer
 from pipelines.jobs import generate as generation_job
-from pipelines.jobs.config import config_from_dict
 from pipelines.jobs.input_table import InputError
-
-
-def job(input_path, output_path, model_dir, generation=None, output=None, **input_settings):
-    return config_from_dict({
-        "input": {"path": str(input_path), "id_col": "id", "text_col": "prompt", **input_settings},
-        "model": {"source": str(model_dir)},
-        "generation": {"max_output_length": 2, "batch_size": 16, **(generation or {})},
-        "output": {"path": str(output_path), "shards": 2, **(output or {})},
-    })
-
-
-def write_table(spark, path, rows, schema="id string, prompt string"):
-    spark.createDataFrame(rows, schema).write.parquet(str(path))
-    return path
 
 
 @pytest.mark.slow
