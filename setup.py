@@ -35,6 +35,9 @@ setup(
     extras_require={
         # The openvino engine (a default dependency too; the extra names it for an environment that lacks it)
         "openvino": ["openvino-genai>=2026.4,<2026.5"],
+        # The llamacpp engine: GGUF files and Ollama models with their own quantised weights, as
+        # llama.cpp runs them (engine auto's choice for GGUF). Built from source: needs cmake and a C++ compiler.
+        "llamacpp": ["llama-cpp-python>=0.3.36,<0.4"],
         # accelerate: transformers' own GGUF loader, the reference the GGUF path is compared with
         # pyspark[connect]: the jobs are tested on pyspark's local Spark Connect server too
         "test": ["pytest>=9,<10", "accelerate>=1.15,<1.16",

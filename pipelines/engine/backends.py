@@ -73,6 +73,7 @@ class Backend:
     # checkpoint's tensors in the run's dtype), and the tokens one forward step holds when the
     # backend fixes it itself (0: the engine's batch bounds decide).
     weights_file: str | None = None
+    weights_mapped: bool = False  # holds the model file as stored, memory-mapped: one copy per machine
     step_tokens: int = 0
     requires: str | None = None  # the module it imports, checked before auto chooses it (an environment may lack it)
     extra: str | None = None  # the pip extra that installs it: pip install 'starcoder-pipelines[extra]'
@@ -131,6 +132,17 @@ BACKENDS = {
         requires="openvino_genai",
         extra="openvino",
     ),
+    "llamacpp": Backend(
+        name="llamacpp",
+        decoder="pipelines.engine.llamacpp_decoder:LlamaCppDecoder",
+        forms=("gguf",),
+        devices=("cpu",),
+        dtypes=(),  # the file's own types (Q4_0, Q8_0, ...); a dtype set explicitly runs it dequantised on pytorch
+        weights_mapped=True,
+        step_tokens=2048,  # llamacpp_decoder.BATCH_TOKENS: prompt chunks plus one per running row
+        requires="llama_cpp",
+        extra="llamacpp",
+    ),
     "pytorch": Backend(
         name="pytorch",
         decoder="pipelines.engine.torch_decoder:TorchDecoder",
@@ -148,9 +160,13 @@ def engine_names() -> tuple[str, ...]:
 
 
 def other_backend(refusing: Backend, field_name: str, forms: tuple[str, ...] = ()) -> str | None:
-    """An engine that honours the param `refusing` refuses (and runs one of `forms`), if the table has one."""
-    return next((b.name for b in BACKENDS.values() if b is not refusing and field_name not in dict(b.refuses)
-                 and (not forms or set(forms) & set(b.forms))), None)
+    """An engine that honours the param `refusing` refuses and runs one of `forms`, if the table has
+    one; without `forms`, the one that runs the most model forms."""
+    honouring = [b for b in BACKENDS.values() if b is not refusing and field_name not in dict(b.refuses)
+                 and (not forms or set(forms) & set(b.forms))]
+    if not forms:
+        honouring.sort(key=lambda b: -len(b.forms))
+    return honouring[0].name if honouring else None
 
 
 def scoring_backend() -> Backend:
@@ -191,7 +207,8 @@ def backend_choice(source: str, engine: str = "auto", device: str = "auto", para
     if engine != "auto":
         backend = BACKENDS[engine]
         if not set(forms) & set(backend.forms):
-            runs = [b.name for b in BACKENDS.values() if set(forms) & set(b.forms)]
+            runs = sorted((b.name for b in BACKENDS.values() if set(forms) & set(b.forms)),
+                          key=lambda name: not BACKENDS[name].installed())
             raise ModelSourceError(
                 f"engine '{engine}' runs {' or '.join(FORMS[f] for f in backend.forms)}; {source} is "
                 f"{' and '.join(FORMS[f] for f in forms) or 'none of these'}"
@@ -199,7 +216,8 @@ def backend_choice(source: str, engine: str = "auto", device: str = "auto", para
                    if runs else "")
             )
         if dtype not in ("auto", *backend.dtypes):
-            raise InvalidParamError(f"engine '{engine}' runs dtypes {', '.join(backend.dtypes)}, not '{dtype}'")
+            runs = f"dtypes {', '.join(backend.dtypes)}" if backend.dtypes else "the model file's own types (dtype auto)"
+            raise InvalidParamError(f"engine '{engine}' runs {runs}, not dtype '{dtype}'")
         if device not in ("auto", *backend.devices):
             runs = [b.name for b in BACKENDS.values() if device in b.devices]
             raise InvalidParamError(

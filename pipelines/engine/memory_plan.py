@@ -82,6 +82,11 @@ def worker_memory(source: str, dtype: str, device: str, engine: str, kv_cache_gb
         weights = (Path(source) / backend.weights_file).stat().st_size
         tokens = backend.step_tokens
         shared = False
+    elif backend.weights_mapped:  # the model file as stored (GGUF quantised weights), mapped once per machine
+        compute = "float32"
+        weights = Path(source).stat().st_size
+        tokens = backend.step_tokens
+        shared = True
     else:
         checkpoint = summarize_model(source)
         # (the driver's figures: a worker on other hardware may choose another dtype for auto)

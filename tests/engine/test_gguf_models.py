@@ -195,8 +195,12 @@ def test_missing_gguf_file_is_named(tmp_path):
 def test_gguf_refuses_the_openvino_engine(starcoder2_gguf):
     from pipelines.engine.backends import choose_backend
 
-    assert choose_backend(str(starcoder2_gguf["F32"])).name == "pytorch"
-    with pytest.raises(ModelSourceError, match="is a GGUF file: use engine 'pytorch'"):
+    from pipelines.engine.backends import BACKENDS
+
+    assert choose_backend(str(starcoder2_gguf["F32"])).name == ("llamacpp" if BACKENDS["llamacpp"].installed()
+                                                                else "pytorch")
+    assert choose_backend(str(starcoder2_gguf["F32"]), dtype="float32").name == "pytorch"
+    with pytest.raises(ModelSourceError, match="is a GGUF file: use engine '(llamacpp|pytorch)'"):
         choose_backend(str(starcoder2_gguf["F32"]), "openvino")
 
 
