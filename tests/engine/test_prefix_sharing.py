@@ -1,6 +1,5 @@
 """Shared prompt prefixes: found by ordering, computed once, and never changing an answer."""
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -75,7 +74,9 @@ openvino_genai = pytest.importorskip("openvino_genai")
 @pytest.fixture(scope="module")
 def repository_prompts():
     """Six targets behind one repository context of about 600 tokens, and two unrelated prompts."""
-    stdlib = Path(sys.prefix, "lib", f"python{sys.version_info.major}.{sys.version_info.minor}")
+    import textwrap
+
+    stdlib = Path(textwrap.__file__).parent  # (sys.prefix is a virtual environment's, without the stdlib)
     context = "<repo_name>demo<file_sep>lib/textwrap.py\n" + (stdlib / "textwrap.py").read_text()[:2000]
     target = (stdlib / "shlex.py").read_text()
     targets = [f"{context}<file_sep>lib/shlex.py\n{target[:120 * (k + 1)]}" for k in range(6)]
