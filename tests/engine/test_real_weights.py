@@ -65,7 +65,7 @@ def test_spark_pipeline_on_real_weights_matches_transformers_token_for_token(
     rows = spark.createDataFrame(list(enumerate(humaneval_prompts)), "id long, text string").repartition(2)
     starcoder = StarCoderTransformer.loadSavedModel(str(gguf), spark).setInputCols(["documents"]) \
         .setOutputCol("generation").setMaxOutputLength(NEW_TOKENS).setReturnFullText(False).setBatchSize(8) \
-        .setDtype("float32")  # dequantised on PyTorch: transformers' GGUF loader is the reference
+        .setEngine("pytorch").setDtype("float32")  # dequantised: transformers' GGUF loader is the reference
     stages = [DocumentAssembler().setInputCol("text").setOutputCol("documents").setIdCol("id"), starcoder]
     out = Pipeline(stages=stages).fit(rows).transform(rows).select("id", "generation").collect()
     got = {r.id: (r.generation[0].result, int(r.generation[0].metadata["completion_tokens"])) for r in out}
