@@ -69,12 +69,10 @@ IN_VLLM_ENVIRONMENT = ("vllm", "ours_vllm", "ours_vllm_pipeline")
 
 
 def cpu_name() -> str:
-    flags = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            have = set(line.split(":", 1)[1].split())
-            flags = ", ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in have)
-            break
+    from pipelines.engine.precision import cpu_flags
+
+    have = cpu_flags()
+    flags = ", ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in have)
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor())
     return f"{model}, {os.cpu_count()} cores ({flags})"
