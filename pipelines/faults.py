@@ -8,6 +8,7 @@ can switch faults on and off while Spark's Python workers keep running). For exa
                                             kernel's out-of-memory killer does
   {"oom_above_batch": 2}                    a forward pass over more than 2 rows runs out of memory
   {"slow_partition_s": 1.5}                 each partition sleeps first (to interrupt a run)
+  {"record_prompts_to": "/tmp/prompts"}     every prompt reaching an engine is appended there (JSON lines)
 The reliability tests use these to prove that retries, resume and per-row errors behave.
 """
 
@@ -35,6 +36,13 @@ def check_prompt(prompt: str) -> None:
     marker = _faults().get("fail_prompt_containing")
     if marker and marker in prompt:
         raise RuntimeError(f"injected failure for a prompt containing {marker!r}")
+
+
+def record_prompts(prompts: list[str]) -> None:
+    path = _faults().get("record_prompts_to")
+    if path:
+        with open(path, "a") as f:
+            f.writelines(json.dumps(p) + "\n" for p in prompts)
 
 
 def check_batch(rows: int) -> None:

@@ -44,6 +44,7 @@ class HasModelParams(HasBatchedAnnotate):
         prefixCaching=True,
         memoryCheck="error",
         workerMemoryGB=0.0,
+        cachePath="",
     )
 
     engine = declare_param(
@@ -85,6 +86,14 @@ class HasModelParams(HasBatchedAnnotate):
         "workerMemoryGB",
         "Memory (GiB) the model workers of one executor may use together; 0 reads it from the session",
         TypeConverters.toFloat,
+    )
+
+    cachePath = declare_param(
+        "cachePath",
+        "Result cache (a directory: local, dbfs:/, a volume, an object store): requests it holds for this model "
+        "and these settings are served from it, new ones are added to it; '' for none (equal requests of one "
+        "transform still run once)",
+        TypeConverters.toString,
     )
 
     def setEngine(self, value):
@@ -148,6 +157,12 @@ class HasModelParams(HasBatchedAnnotate):
 
     def getWorkerMemoryGB(self):
         return self.getOrDefault(self.workerMemoryGB)
+
+    def setCachePath(self, value):
+        return self._set(cachePath=value)
+
+    def getCachePath(self):
+        return self.getOrDefault(self.cachePath)
 
     # --- loading ------------------------------------------------------------------------------
     @classmethod
@@ -223,12 +238,65 @@ class HasModelParams(HasBatchedAnnotate):
         return check_memory(spark, spec, max_batch_tokens, self.getWorkerMemoryGB(), self.getMemoryCheck(),
                             rows_tokens, kv_cache)
 
-    def map_partitions(self, dataset, make_runner):
+    def request_settings(self, spec: ModelSpec, params) -> str:
+        """What besides its texts and the model decides a row's result, as JSON: the annotator, its
+        params, the engine that runs them and this package's version."""
+        import json
+
+        import pipelines
+
+        backend = getattr(self, "_choice", (None, None, None))[1]
+        settings = {
+            "annotator": type(self).__name__,
+            "params": {k: v for k, v in dataclasses.asdict(params).items() if k not in self.RESULT_NEUTRAL},
+            "engine": backend.name if backend is not None else spec.engine,
+            "dtype": spec.dtype,
+            "device": spec.device,
+            "package": pipelines.__version__,
+        }
+        return json.dumps(settings, sort_keys=True, default=list)
+
+    # Params that change how rows are batched, not their results: not part of a request.
+    RESULT_NEUTRAL = ("batch_size", "max_batch_tokens")
+
+    def run_requests(self, dataset, params, make_runner, per_text: int, keep_request_cols: bool = False,
+                     partitions: int | None = None, keep_order: bool = True):
+        """`_transform` for a model annotator: every distinct request of `dataset` runs once
+        (spark.distinct_requests), served from and added to the result cache when cachePath is set.
+        `make_runner(spec, memory_plan_text)` makes the partition mapper; `params` are the typed
+        settings it runs with (made once: an unset randomSeed is drawn once per transform). The
+        requests run in `partitions` partitions (default: as many as `dataset` has); `keep_order`:
+        rows come back in their input partitions' order."""
+        from pipelines.jobs.session import default_parallelism, is_spark_connect
+        from pipelines.spark.annotation_schema import annotator_metadata
+        from pipelines.spark.distinct_requests import SECONDS_COL, run_distinct
+        from pipelines.spark.result_cache import ResultCache
+
+        self.check_input_columns(dataset.schema)
+        spark = dataset.sparkSession
+        spec = self.model_spec()
+        settings = self.request_settings(spec, params)
+        cache = None
+        if self.getCachePath():
+            from pipelines.models.fingerprint import model_fingerprint
+
+            cache = ResultCache(spark, self.getCachePath(), scope=model_fingerprint(spec.source))
+        if partitions is None:
+            partitions = default_parallelism(spark) if is_spark_connect(spark) else dataset.rdd.getNumPartitions()
+        return run_distinct(
+            dataset, input_cols=self.getInputCols(), output_col=self.getOutputCol(), per_text=per_text,
+            settings=settings, partitions=partitions, cache=cache, keep_request_cols=keep_request_cols,
+            keep_order=keep_order, column_metadata=annotator_metadata(self.outputAnnotatorType),
+            run=lambda requests: self.map_partitions(requests, make_runner, seconds_col=SECONDS_COL),
+        )
+
+    def map_partitions(self, dataset, make_runner, seconds_col: str | None = None):
         """The driver's part of `_transform`, the same for every model annotator: check the input
         columns, the model, the workers' Python and the memory plan before any task, then run
         `make_runner(spec, memory_plan_text)` (a picklable callable over Arrow batches) on every
-        partition, appending the output column of annotations."""
-        from pyspark.sql.types import StructField, StructType
+        partition, appending the output column of annotations (and `seconds_col`, each row's model
+        time)."""
+        from pyspark.sql.types import DoubleType, StructField, StructType
 
         from pipelines.spark.annotation_schema import (
             ANNOTATION_ARRAY_TYPE,
@@ -247,7 +315,11 @@ class HasModelParams(HasBatchedAnnotate):
         plan = self.check_memory(spark, spec)
         enable_crash_reports(spark)
         out_col = self.getOutputCol()
-        fields = [f for f in dataset.schema.fields if f.name != out_col]
-        out_schema = StructType(fields + [StructField(out_col, ANNOTATION_ARRAY_TYPE, True)])
-        result = dataset.mapInArrow(make_runner(spec, plan.describe() if plan is not None else ""), out_schema)
+        fields = [f for f in dataset.schema.fields if f.name not in (out_col, seconds_col)]
+        fields.append(StructField(out_col, ANNOTATION_ARRAY_TYPE, True))
+        runner = make_runner(spec, plan.describe() if plan is not None else "")
+        if seconds_col:
+            fields.append(StructField(seconds_col, DoubleType(), True))
+            runner = dataclasses.replace(runner, seconds_col=seconds_col)
+        result = dataset.mapInArrow(runner, StructType(fields))
         return result.withColumn(out_col, result[out_col].alias(out_col, metadata=annotator_metadata(self.outputAnnotatorType)))

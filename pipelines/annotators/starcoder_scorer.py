@@ -112,14 +112,21 @@ class StarCoderScorer(
                                 kv_cache=False)
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
+        return self.transform_requests(dataset)
+
+    def transform_requests(self, dataset: DataFrame, keep_request_cols: bool = False,
+                           partitions: int | None = None, keep_order: bool = True) -> DataFrame:
+        """`transform`, each distinct document scored once (`keep_request_cols`: as
+        StarCoderTransformer.transform_requests)."""
         from pipelines.spark.partition_scoring import PartitionScorer
 
         params = self.scoring_params()  # invalid combinations fail here, before any task
-        return self.map_partitions(dataset, lambda spec, memory_plan: PartitionScorer(
+        return self.run_requests(dataset, params, lambda spec, memory_plan: PartitionScorer(
             input_cols=self.getInputCols(),
             output_col=self.getOutputCol(),
             model=spec,
             params=params,
             on_row_error=self.getOnRowError(),
             memory_plan=memory_plan,
-        ))
+        ), per_text=1, keep_request_cols=keep_request_cols, partitions=partitions,
+            keep_order=keep_order)

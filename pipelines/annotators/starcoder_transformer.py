@@ -117,15 +117,23 @@ class StarCoderTransformer(
         return self.memory_plan(spark, spec or self.model_spec(), self.getMaxBatchTokens(), rows_tokens)
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
+        return self.transform_requests(dataset)
+
+    def transform_requests(self, dataset: DataFrame, keep_request_cols: bool = False,
+                           partitions: int | None = None, keep_order: bool = True) -> DataFrame:
+        """`transform`, each distinct prompt generated once (`keep_request_cols`: with the request
+        key, its model time and whether it came from the result cache: spark.distinct_requests)."""
         from pipelines.spark.partition_generation import PartitionGenerator
 
-        return self.map_partitions(dataset, lambda spec, memory_plan: PartitionGenerator(
+        params = self.generation_params()
+        return self.run_requests(dataset, params, lambda spec, memory_plan: PartitionGenerator(
             input_cols=self.getInputCols(),
             output_col=self.getOutputCol(),
             model=spec,
-            params=self.generation_params(),
+            params=params,
             batch_size=self.getBatchSize(),
             on_row_error=self.getOnRowError(),
             max_batch_tokens=self.getMaxBatchTokens(),
             memory_plan=memory_plan,
-        ))
+        ), per_text=params.n_return_sequences, keep_request_cols=keep_request_cols, partitions=partitions,
+            keep_order=keep_order)

@@ -124,6 +124,7 @@ class GenerationEngine:
         if params.do_sample and params.random_seed is None:
             raise InvalidParamError("randomSeed must be set when doSample=True, so that reruns and retries agree")
         self.backend.check_params(params, self.forms)  # (the annotators check it on the driver too, before any load)
+        faults.record_prompts(prompts)
         encoded = self.tokenizer.encode_batch(prompts)
         limit = params.max_input_length
         truncated = [len(ids) > limit for ids in encoded]

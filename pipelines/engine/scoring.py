@@ -156,6 +156,7 @@ class DocumentScorer:
 
     def score(self, texts: list[str], params: ScoringParams) -> list[DocumentScore]:
         """One DocumentScore per text, in order; independent of how texts are grouped into calls."""
+        faults.record_prompts(texts)
         encoded = self.tokenizer.encode_batch(texts)
         stride = params.window_stride
         plans = [plan_windows(len(ids), params.max_input_length, stride) for ids in encoded]

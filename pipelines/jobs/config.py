@@ -123,6 +123,14 @@ class OutputSettings:
 
 
 @dataclass
+class CacheSettings:
+    """The result cache (spark.result_cache): requests it holds for this model and these settings are
+    served from it, new ones are added to it. Unset: none (equal requests of one run still run once)."""
+
+    path: str | None = None
+
+
+@dataclass
 class EvaluationSettings:
     """jobs/evaluate.py's sandbox (the other jobs ignore this section)."""
 
@@ -140,6 +148,7 @@ class JobConfig:
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
 
     def to_dict(self) -> dict:

@@ -17,7 +17,7 @@ from pipelines.annotators.document_assembler import DocumentAssembler
 from pipelines.annotators.starcoder_transformer import StarCoderTransformer
 from pipelines.engine.tokenizer import CodeTokenizer
 from pipelines.jobs.config import JobConfig
-from pipelines.jobs.sharded_job import run_model_job
+from pipelines.jobs.sharded_job import request_columns, run_model_job, transform_requests
 from pipelines.jobs.summary import Summary, summarize
 from pipelines.models.families import FimFormat, no_fim_error
 from pipelines.models.source import resolve_model
@@ -64,19 +64,24 @@ def build_pipeline(config: JobConfig, model_path: str | None = None) -> Pipeline
         batchSize=g.batch_size,
         maxBatchTokens=g.max_batch_tokens,
         onRowError=config.output.on_error,
+        cachePath=config.cache.path or "",
     )
     if g.random_seed is not None:
         starcoder.setRandomSeed(g.random_seed)
     return Pipeline(stages=[assembler, starcoder])
 
 
-def with_prompt(df: DataFrame, config: JobConfig, model_path: str | None = None) -> DataFrame:
-    """The prompt column: the text column, or a FIM prompt in the model's own format."""
+def prompt_column(config: JobConfig, model_path: str | None = None):
+    """The prompt: the text column, or a FIM prompt in the model's own format."""
     i = config.input
     if i.prefix_col is not None:
         fim = model_fim_format(model_path or resolve_model(config.model.source).path)
-        return df.withColumn(PROMPT_COL, fim_prompt_column(i.prefix_col, i.suffix_col, path_col=i.path_col, fim=fim))
-    return df.withColumn(PROMPT_COL, F.col(i.text_col))
+        return fim_prompt_column(i.prefix_col, i.suffix_col, path_col=i.path_col, fim=fim)
+    return F.col(i.text_col)
+
+
+def with_prompt(df: DataFrame, config: JobConfig, model_path: str | None = None) -> DataFrame:
+    return df.withColumn(PROMPT_COL, prompt_column(config, model_path))
 
 
 def fim_prompt_column(prefix_col: str, suffix_col: str, repo_col: str | None = None, path_col: str | None = None,
@@ -115,9 +120,10 @@ def fim_scores(middle_col: str):
 
 
 def generations(df: DataFrame, config: JobConfig, model_path: str | None = None) -> DataFrame:
-    """Generate for every row; keep id and passthrough columns, add annotations and flat metrics."""
+    """Generate for every row (each distinct request once); keep id and passthrough columns, add
+    annotations, flat metrics and the request columns."""
     prompted = with_prompt(df, config, model_path)
-    generated = build_pipeline(config, model_path).fit(prompted).transform(prompted)
+    generated = transform_requests(build_pipeline(config, model_path), prompted, config)
     first = F.col(GENERATION_COL)[0]
     meta = first["metadata"]
     prompt_text = F.col(DOCUMENT_COL)[0]["result"]
@@ -143,6 +149,7 @@ def generations(df: DataFrame, config: JobConfig, model_path: str | None = None)
         *([meta["logprob"].cast("double").alias("logprob"),
            F.when(~F.isnan(meta["mean_logprob"].cast("double")), meta["mean_logprob"].cast("double"))
            .alias("mean_logprob")] if config.generation.output_logprobs else []),
+        *request_columns(),
     )
     return out.select("*", *fim_scores(i.middle_col)) if i.middle_col else out
 
@@ -156,12 +163,13 @@ def manifest(config: JobConfig, model_path: str) -> dict:
         "id_col": config.input.id_col,
         "model": model_path,
         "generation": fingerprint,
+        "shard_key": "prompt",
     }
 
 
 def run(spark: SparkSession, config: JobConfig) -> Summary:
     return run_model_job(spark, config, build_pipeline=build_pipeline, manifest=manifest, transform=generations,
-                         summarize=summarize)
+                         summarize=summarize, shard_key=prompt_column)
 
 
 def main(argv=None) -> int:

@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 from pipelines.annotators.document_assembler import DocumentAssembler
 from pipelines.annotators.starcoder_scorer import StarCoderScorer
 from pipelines.jobs.config import ConfigError, JobConfig
-from pipelines.jobs.sharded_job import run_model_job
+from pipelines.jobs.sharded_job import request_columns, run_model_job, transform_requests
 from pipelines.jobs.summary import ScoringSummary, summarize_scores
 
 DOCUMENT_COL = "document"
@@ -48,6 +48,7 @@ def build_pipeline(config: JobConfig, model_path: str | None = None) -> Pipeline
         batchSize=s.batch_size,
         maxBatchTokens=s.max_batch_tokens,
         onRowError=config.output.on_error,
+        cachePath=config.cache.path or "",
     )
     return Pipeline(stages=[assembler, scorer])
 
@@ -58,8 +59,9 @@ def defined(value):
 
 
 def scores(df: DataFrame, config: JobConfig, model_path: str | None = None) -> DataFrame:
-    """Score every row; keep id and passthrough columns, add the flat score columns."""
-    scored = build_pipeline(config, model_path).fit(df).transform(df)
+    """Score every row (each distinct document once); keep id and passthrough columns, add the flat
+    score columns and the request columns."""
+    scored = transform_requests(build_pipeline(config, model_path), df, config)
     meta = F.col(SCORE_COL)[0]["metadata"]
     i = config.input
     keep = list(dict.fromkeys([i.id_col, *i.passthrough_cols]))
@@ -71,6 +73,7 @@ def scores(df: DataFrame, config: JobConfig, model_path: str | None = None) -> D
         meta["tokens"].cast("int").alias("tokens"),
         meta["windows"].cast("int").alias("windows"),
         meta["error"].alias("error"),
+        *request_columns(),
     )
 
 
@@ -85,6 +88,7 @@ def manifest(config: JobConfig, model_path: str) -> dict:
         "model": model_path,
         "dtype": config.model.dtype,
         "scoring": fingerprint,
+        "shard_key": "text",
     }
 
 
@@ -99,7 +103,7 @@ def check_scoring_input(config: JobConfig) -> None:
 def run(spark: SparkSession, config: JobConfig) -> ScoringSummary:
     check_scoring_input(config)
     return run_model_job(spark, config, build_pipeline=build_pipeline, manifest=manifest, transform=scores,
-                         summarize=summarize_scores)
+                         summarize=summarize_scores, shard_key=lambda c, _: F.col(c.input.text_col))
 
 
 def main(argv=None) -> int:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.jobs.config import ConfigError, JobConfig
@@ -25,6 +25,7 @@ from pipelines.jobs.session import default_parallelism, session_master
 from pipelines.jobs.sharded_output import ShardedOutput, shard_of
 from pipelines.models.locations import to_local_path
 from pipelines.models.source import resolve_model
+from pipelines.spark.distinct_requests import CACHED_COL, REQUEST_COL, SECONDS_COL
 from pipelines.spark.worker_failures import (
     WorkerCrashError,
     check_worker_python,
@@ -53,7 +54,7 @@ def retry_split(output: ShardedOutput, id_col: str, shard: int, rows: DataFrame)
 
 
 def run_in_shards(spark: SparkSession, config: JobConfig, df: DataFrame, output: ShardedOutput, memory_plan: str,
-                  transform: Callable[[DataFrame], DataFrame]) -> ShardedRun:
+                  transform: Callable[[DataFrame], DataFrame], shard_key: Column) -> ShardedRun:
     """Write `transform(rows of shard s)` for every shard still to write, then check the row count.
     The caller commits the output (after writing its summary into it)."""
     pending = output.prepare()
@@ -61,13 +62,12 @@ def run_in_shards(spark: SparkSession, config: JobConfig, df: DataFrame, output:
     log.info("output %s: %d of %d shards to write", config.output.path, len(pending), config.output.shards)
 
     id_col = config.input.id_col
-    parts = config.output.partitions_per_shard or default_parallelism(spark)
     started = time.time()
     for n, shard in enumerate(pending, 1):
-        rows, kept = df.where(shard_of(id_col, output.shards) == shard), None
+        rows, kept = df.where(shard_of(shard_key, output.shards) == shard), None
         if output.mode == "retry_errors":
             rows, kept = retry_split(output, id_col, shard, rows)
-        shard_out = transform(rows.repartition(parts))
+        shard_out = transform(rows)  # its distinct requests are spread over shard_partitions()
         try:
             output.write_shard(shard_out if kept is None else kept.unionByName(shard_out), shard)
         except Exception as e:
@@ -117,13 +117,41 @@ def job_model(spark: SparkSession, config: JobConfig) -> str:
     return cached_export(model_path, m.export, to_local_path(m.export_dir) if m.export_dir else None)
 
 
-def run_model_job(spark: SparkSession, config: JobConfig, *, build_pipeline, manifest, transform, summarize):
+# Per output row: the request it shares with equal rows, whether its result came from the result
+# cache, and the model time of its request in the run that made it (spark.distinct_requests).
+REQUEST_COLUMNS = {REQUEST_COL: "request", CACHED_COL: "cached", SECONDS_COL: "request_seconds"}
+
+
+def shard_partitions(spark: SparkSession, config: JobConfig) -> int:
+    """Partitions a shard's requests run in: output.partitions_per_shard, else Spark's default parallelism."""
+    return config.output.partitions_per_shard or default_parallelism(spark)
+
+
+def transform_requests(pipeline, df: DataFrame, config: JobConfig) -> DataFrame:
+    """The pipeline's stages over a shard's rows `df`, the model stage (the last) with its request columns."""
+    *before, model_stage = pipeline.getStages()
+    for stage in before:
+        df = stage.transform(df)
+    # A shard's rows are written in no particular order: no shuffle to keep it.
+    return model_stage.transform_requests(df, keep_request_cols=True, keep_order=False,
+                                          partitions=shard_partitions(df.sparkSession, config))
+
+
+def request_columns() -> list[Column]:
+    return [F.col(internal).alias(name) for internal, name in REQUEST_COLUMNS.items()]
+
+
+def run_model_job(spark: SparkSession, config: JobConfig, *, build_pipeline, manifest, transform, summarize,
+                  shard_key: Callable[[JobConfig, str], Column]):
     """A batch job that runs a model over the input table, shard by shard: check that the output
     path is apart from the input, read and check the input, resolve the model, check the model
     stage's settings and memory plan and the workers' Python before anything is written, run the
     shards, write the summary into the output (`_summary.json`), then commit it. Returns the summary."""
     started = time.time()
     check_apart(config.output.path, {"input.path": config.input.path})
+    if config.cache.path:
+        check_apart(config.cache.path, {"input.path": config.input.path, "output.path": config.output.path},
+                    output_key="cache.path")
     df = read_input(spark, config.input)
     check_ids(df, config.input.id_col)
     model_path = job_model(spark, config)
@@ -134,7 +162,7 @@ def run_model_job(spark: SparkSession, config: JobConfig, *, build_pipeline, man
     output = ShardedOutput(spark, config.output.path, config.output.shards, config.output.mode,
                            manifest(config, model_path))
     done = run_in_shards(spark, config, df, output, plan.describe() if plan is not None else "",
-                         lambda shard_rows: transform(shard_rows, config, model_path))
+                         lambda shard_rows: transform(shard_rows, config, model_path), shard_key(config, model_path))
     summary = summarize(
         done.written, config, rows_in=done.rows_in, shards_written=done.shards_written,
         model_seconds=done.model_seconds, seconds=time.time() - started, master=session_master(spark),

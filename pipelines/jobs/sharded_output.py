@@ -1,6 +1,7 @@
 """Output written in shards, each committed on its own, so a run can be resumed.
 
-Every input row belongs to exactly one shard, chosen from a hash of its id. A shard is
+Every input row belongs to exactly one shard, chosen from a hash of its request text (the prompt,
+or the document scored), so that equal requests meet in one shard and run once. A shard is
 written with Spark's commit protocol into `<output>/shard=NNNNN/` and counts as done once
 its `_SUCCESS` marker exists. The whole output is complete only when `<output>/_SUCCESS`
 exists, written after every shard is done and the row counts agree. A manifest,
@@ -30,9 +31,9 @@ class OutputWriteError(RuntimeError):
     """Writing the output failed (a full disk, a write error); the message names the path and the cause."""
 
 
-def shard_of(id_col: str, shards: int) -> Column:
-    """The shard of a row: a stable hash of its id (as a string, so the id's type does not matter)."""
-    return F.pmod(F.xxhash64(F.col(id_col).cast("string")), F.lit(shards)).cast("int")
+def shard_of(key: Column, shards: int) -> Column:
+    """The shard of a row: a stable hash of its shard key (as a string, so its type does not matter)."""
+    return F.pmod(F.xxhash64(F.coalesce(key.cast("string"), F.lit(""))), F.lit(shards)).cast("int")
 
 
 class ShardedOutput:

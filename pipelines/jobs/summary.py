@@ -19,8 +19,36 @@ def render_table(rows: list[tuple[str, str]]) -> str:
     return "\n".join([line, *body, line])
 
 
+def request_counts(written: DataFrame) -> dict:
+    """Of the output's rows: distinct requests, those served from the result cache and those run,
+    and the model time saved (each row's request time, less that of the requests run)."""
+    cached, request, seconds = F.col("cached"), F.col("request"), F.coalesce(F.col("request_seconds"), F.lit(0.0))
+    totals = written.agg(
+        F.countDistinct(request).alias("distinct"),
+        F.countDistinct(F.when(cached, request)).alias("hits"),
+        F.countDistinct(F.when(~cached, request)).alias("run"),
+        F.coalesce(F.sum(seconds), F.lit(0.0)).alias("rows_seconds"),
+    ).first()
+    spent = written.where(~cached).dropDuplicates(["request"]).agg(F.coalesce(F.sum(seconds), F.lit(0.0))).first()[0]
+    return dict(requests_distinct=totals["distinct"], cache_hits=totals["hits"], requests_generated=totals["run"],
+                model_seconds_saved=round(max(totals["rows_seconds"] - spent, 0.0), 2))
+
+
+def run_here(written: DataFrame, shards_written) -> DataFrame:
+    """One row per request the model ran in this run: the shards this run wrote, less the rows
+    served from the result cache, one row per shared request."""
+    from pipelines.jobs.sharded_output import SHARD_COL
+
+    ran = written.where(F.col(SHARD_COL).isin(list(shards_written)) & ~F.col("cached"))
+    return ran.dropDuplicates([SHARD_COL, "request"])
+
+
 class _JobSummary:
     """What both jobs' summaries do: the console table around their own rows, and the JSON file."""
+
+    def _request_row(self) -> tuple[str, str]:
+        return ("requests", f"{self.requests_distinct:,} distinct: {self.cache_hits:,} from the cache, "
+                            f"{self.requests_generated:,} run ({self.model_seconds_saved:.1f}s of model time saved)")
 
     def _rows(self) -> list[tuple[str, str]]:
         raise NotImplementedError
@@ -53,6 +81,10 @@ class Summary(_JobSummary):
     wall_seconds: float
     tokens_per_second: float
     finish_reasons: dict[str, int]
+    requests_distinct: int
+    cache_hits: int
+    requests_generated: int
+    model_seconds_saved: float
     model: str
     master: str
     output: str
@@ -69,6 +101,7 @@ class Summary(_JobSummary):
             ("tokens/s", f"{self.tokens_per_second:,.1f}"),
             ("wall time", f"{self.wall_seconds:.1f}s (generation {self.generation_seconds:.1f}s)"),
             ("finish reasons", ", ".join(f"{k}={v}" for k, v in sorted(self.finish_reasons.items()))),
+            self._request_row(),
         ]
         for language, score in sorted(self.fim_scores.items()):
             rows.append((f"FIM {language}", f"exact match {score['exact_match']:.3f}, edit similarity "
@@ -78,16 +111,14 @@ class Summary(_JobSummary):
 
 def summarize(written: DataFrame, config: JobConfig, *, rows_in, shards_written, model_seconds, seconds,
               master, model_path) -> Summary:
-    from pipelines.jobs.sharded_output import SHARD_COL
 
     totals = written.agg(
         F.count(F.lit(1)).alias("rows"),
         F.count("error").alias("errors"),
         F.coalesce(F.sum("prompt_tokens"), F.lit(0)).alias("prompt_tokens"),
         F.coalesce(F.sum("completion_tokens"), F.lit(0)).alias("completion_tokens"),
-        F.coalesce(F.sum(F.when(F.col(SHARD_COL).isin(list(shards_written)), F.col("completion_tokens"))), F.lit(0))
-        .alias("this_run"),
     ).first()
+    this_run = run_here(written, shards_written).agg(F.coalesce(F.sum("completion_tokens"), F.lit(0))).first()[0]
     reasons = {r["finish_reason"] or "none": r["count"] for r in written.groupBy("finish_reason").count().collect()}
     fim = {}
     if "edit_similarity" in written.columns:
@@ -106,13 +137,14 @@ def summarize(written: DataFrame, config: JobConfig, *, rows_in, shards_written,
         rows_with_errors=totals["errors"],
         prompt_tokens=int(totals["prompt_tokens"]),
         completion_tokens=int(totals["completion_tokens"]),
-        completion_tokens_this_run=int(totals["this_run"]),
+        completion_tokens_this_run=int(this_run),
         shards_written_this_run=len(shards_written),
         shards_total=config.output.shards,
         generation_seconds=round(model_seconds, 2),
         wall_seconds=round(seconds, 2),
-        tokens_per_second=round(totals["this_run"] / model_seconds, 2) if model_seconds > 0 else 0.0,
+        tokens_per_second=round(this_run / model_seconds, 2) if model_seconds > 0 else 0.0,
         finish_reasons=reasons,
+        **request_counts(written),
         model=model_path,
         master=master,
         output=config.output.path,
@@ -142,6 +174,10 @@ class ScoringSummary(_JobSummary):
     # exp(-sum of log-probabilities / tokens scored) over the whole corpus: long documents weigh more
     corpus_perplexity: float | None
     perplexity_quantiles: dict[str, float]  # of the documents' perplexities (PERPLEXITY_QUANTILES)
+    requests_distinct: int
+    cache_hits: int
+    requests_generated: int
+    model_seconds_saved: float
     model: str
     master: str
     output: str
@@ -158,6 +194,7 @@ class ScoringSummary(_JobSummary):
             ("wall time", f"{self.wall_seconds:.1f}s (scoring {self.scoring_seconds:.1f}s)"),
             ("corpus perplexity", "none" if self.corpus_perplexity is None else f"{self.corpus_perplexity:.3f}"),
             ("perplexity quantiles", ", ".join(f"{k} {v:.3f}" for k, v in q.items()) if q else "none"),
+            self._request_row(),
         ]
 
 
@@ -165,7 +202,6 @@ def summarize_scores(written: DataFrame, config: JobConfig, *, rows_in, shards_w
                      master, model_path) -> ScoringSummary:
     import math
 
-    from pipelines.jobs.sharded_output import SHARD_COL
 
     scored = F.greatest(F.col("tokens") - 1, F.lit(0))
     totals = written.agg(
@@ -173,11 +209,10 @@ def summarize_scores(written: DataFrame, config: JobConfig, *, rows_in, shards_w
         F.count("error").alias("errors"),
         F.count("perplexity").alias("with_perplexity"),
         F.coalesce(F.sum("tokens"), F.lit(0)).alias("tokens"),
-        F.coalesce(F.sum(F.when(F.col(SHARD_COL).isin(list(shards_written)), F.col("tokens"))), F.lit(0))
-        .alias("this_run"),
         F.sum(F.when(F.col("error").isNull(), F.col("logprob"))).alias("logprob"),
         F.sum(F.when(F.col("error").isNull(), scored)).alias("scored"),
     ).first()
+    this_run = run_here(written, shards_written).agg(F.coalesce(F.sum("tokens"), F.lit(0))).first()[0]
     # Within 0.1% of rank: exact on small tables, and bounded memory on any corpus (nulls are skipped).
     values = written.stat.approxQuantile("perplexity", list(PERPLEXITY_QUANTILES.values()), 0.001)
     defined = values and not any(math.isnan(v) for v in values)  # no document with a perplexity: none
@@ -189,14 +224,15 @@ def summarize_scores(written: DataFrame, config: JobConfig, *, rows_in, shards_w
         rows_with_errors=totals["errors"],
         rows_without_perplexity=totals["rows"] - totals["with_perplexity"],
         tokens=int(totals["tokens"]),
-        tokens_this_run=int(totals["this_run"]),
+        tokens_this_run=int(this_run),
         shards_written_this_run=len(shards_written),
         shards_total=config.output.shards,
         scoring_seconds=round(model_seconds, 2),
         wall_seconds=round(seconds, 2),
-        tokens_per_second=round(totals["this_run"] / model_seconds, 2) if model_seconds > 0 else 0.0,
+        tokens_per_second=round(this_run / model_seconds, 2) if model_seconds > 0 else 0.0,
         corpus_perplexity=round(corpus, 4) if corpus is not None else None,
         perplexity_quantiles=quantiles,
+        **request_counts(written),
         model=model_path,
         master=master,
         output=config.output.path,

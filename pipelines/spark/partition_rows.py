@@ -57,11 +57,21 @@ def annotations_per_row(batch: pa.RecordBatch, input_cols: list[str]) -> list[li
     return per_row
 
 
-def with_output_column(batch: pa.RecordBatch, output_col: str, values: list, arrow_type) -> pa.RecordBatch:
-    """The batch's other columns, in order, then `output_col` holding `values` (one per row)."""
-    names = [n for n in batch.schema.names if n != output_col]
-    columns = [batch.column(i) for i, n in enumerate(batch.schema.names) if n != output_col]
-    return pa.RecordBatch.from_arrays(columns + [pa.array(values, type=arrow_type)], names=names + [output_col])
+def with_output_column(batch: pa.RecordBatch, output_col: str, values: list, arrow_type,
+                       extra: dict[str, pa.Array] | None = None) -> pa.RecordBatch:
+    """The batch's other columns, in order, then `output_col` holding `values` (one per row), then
+    the `extra` columns."""
+    extra = extra or {}
+    names = [n for n in batch.schema.names if n != output_col and n not in extra]
+    columns = [batch.column(n) for n in names]
+    return pa.RecordBatch.from_arrays(columns + [pa.array(values, type=arrow_type), *extra.values()],
+                                      names=names + [output_col, *extra])
+
+
+def shares_of(seconds: float, weights: list[int]) -> list[float]:
+    """`seconds` split over rows in proportion to their weights (each row counts at least 1)."""
+    total = sum(w + 1 for w in weights)
+    return [seconds * (w + 1) / total for w in weights] if weights else []
 
 
 def log_partition(rows: int, tokens: int, seconds: float) -> None:
@@ -85,6 +95,8 @@ class PartitionRunner:
     model: ModelSpec
     on_row_error: str = field(default="fail", kw_only=True)
     memory_plan: str = field(default="", kw_only=True)  # the driver's, told to the user if this worker dies
+    # Also write each row's model time (its batch's time, split by the tokens of its results) here.
+    seconds_col: str | None = field(default=None, kw_only=True)
 
     task = "work"  # in messages: "generation failed for the row with id ..."
 
@@ -119,17 +131,24 @@ class PartitionRunner:
             if worker is None and batch.num_rows:
                 worker = self.load(worker_engine(self.model))
             per_row = annotations_per_row(batch, self.input_cols)
+            batch_started = time.perf_counter()
             results = iter(self._run_all(worker, [a for row in per_row for a in row]))
-            out = []
+            batch_seconds = time.perf_counter() - batch_started
+            out, row_tokens = [], []
             for row in per_row:
-                row_out = []
+                row_out, made_tokens = [], 0
                 for annotation in row:
-                    made, made_tokens = self.annotations(next(results), dict(annotation["metadata"] or []))
+                    made, n = self.annotations(next(results), dict(annotation["metadata"] or []))
                     row_out.extend(made)
-                    tokens += made_tokens
+                    made_tokens += n
                 out.append(row_out)
+                row_tokens.append(made_tokens)
             rows += batch.num_rows
-            yield with_output_column(batch, self.output_col, out, arrow_type)
+            tokens += sum(row_tokens)
+            extra = {}
+            if self.seconds_col:
+                extra[self.seconds_col] = pa.array(shares_of(batch_seconds, row_tokens), type=pa.float64())
+            yield with_output_column(batch, self.output_col, out, arrow_type, extra)
         log_partition(rows, tokens, time.perf_counter() - started)
 
     def _run_all(self, worker, annotations: list[dict]) -> list:

@@ -55,7 +55,7 @@ def test_job_writes_every_document_once_with_its_score_and_a_summary(spark, corp
     summary = scoring_job.run(spark, job_config(corpus, str(out), tiny_model_dir))
     df = spark.read.parquet(str(out))
     assert {"id", "language", "perplexity", "mean_logprob", "logprob", "tokens", "windows", "error",
-            "shard"} == set(df.columns)
+            "request", "cached", "request_seconds", "shard"} == set(df.columns)
     collected = df.collect()
     assert Counter(r.id for r in collected) == Counter(f"doc-{i}" for i in range(N_ROWS))
     rows = {r.id: r for r in collected}
