@@ -13,12 +13,16 @@ import logging
 from pyspark.ml.param import Param, Params, TypeConverters
 
 from pipelines.annotators.annotator_properties import HasBatchedAnnotate
-from pipelines.engine.backends import backend_choice, choose_backend, engine_names, exports_unavailable
+from pipelines.engine.backends import (
+    backend_choice,
+    choose_backend,
+    engine_names,
+    exports_unavailable,
+)
 from pipelines.engine.params import ModelSpec
 from pipelines.engine.precision import describe_dtype
 from pipelines.models.pretrained import DEFAULT_PRETRAINED, resolve_pretrained
 from pipelines.models.source import resolve_model
-
 
 log = logging.getLogger("pipelines.model")
 _LOGGED_CHOICES: set = set()  # (annotator, (spec, backend, why)) already logged by this process
@@ -267,8 +271,8 @@ class HasModelParams(HasBatchedAnnotate):
         settings it runs with (made once: an unset randomSeed is drawn once per transform). The
         requests run in `partitions` partitions (default: as many as `dataset` has); `keep_order`:
         rows come back in their input partitions' order."""
-        from pipelines.jobs.session import default_parallelism, is_spark_connect
         from pipelines.spark.annotation_schema import annotator_metadata
+        from pipelines.spark.cluster import default_parallelism, is_spark_connect
         from pipelines.spark.distinct_requests import SECONDS_COL, run_distinct
         from pipelines.spark.result_cache import ResultCache
 
@@ -287,6 +291,7 @@ class HasModelParams(HasBatchedAnnotate):
             dataset, input_cols=self.getInputCols(), output_col=self.getOutputCol(), per_text=per_text,
             settings=settings, partitions=partitions, cache=cache, keep_request_cols=keep_request_cols,
             keep_order=keep_order, column_metadata=annotator_metadata(self.outputAnnotatorType),
+            rows_per_partition=self.getBatchSize(),
             run=lambda requests: self.map_partitions(requests, make_runner, seconds_col=SECONDS_COL),
         )
 

@@ -109,7 +109,8 @@ def main(argv=None) -> int:
         SandboxUnavailable,
         resolve_backend,
     )
-    from pipelines.jobs.session import build_session, default_parallelism
+    from pipelines.jobs.session import build_session
+    from pipelines.spark.cluster import default_parallelism
 
     sandbox = SandboxSettings(allow_weak=args.allow_weak_sandbox or config.evaluation.allow_weak_sandbox,
                               hidden_paths=tuple(config.evaluation.hidden_paths))

@@ -14,8 +14,8 @@ import os
 import posixpath
 import re
 
-from pipelines.jobs.filesystem import OBJECT_STORE_SCHEMES, scheme_of
 from pipelines.models.locations import to_local_path
+from pipelines.spark.filesystem import OBJECT_STORE_SCHEMES, scheme_of
 
 MANIFEST = "_job.json"
 # Every entry a job of ours leaves at the top of its output: the shards and markers of the

@@ -14,20 +14,19 @@ from __future__ import annotations
 import json
 import posixpath
 
-from pipelines.jobs.filesystem import (
-    OBJECT_STORE_SCHEMES,
-    ArrowFS,
-    output_filesystem,
-    scheme_of,
-)
 from pipelines.jobs.output_guard import (
     MANIFEST,
     OutputRefusedError,
     check_apart,
     check_replaceable,
 )
-
-SUCCESS = "_SUCCESS"
+from pipelines.spark.filesystem import (
+    OBJECT_STORE_SCHEMES,
+    SUCCESS,
+    ArrowFS,
+    output_filesystem,
+    scheme_of,
+)
 
 
 class ReplaceableOutput:

@@ -18,14 +18,14 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.jobs.config import ConfigError, JobConfig
-from pipelines.jobs.filesystem import io_failure
 from pipelines.jobs.input_table import check_ids, read_input
 from pipelines.jobs.output_guard import check_apart
-from pipelines.jobs.session import default_parallelism, session_master
 from pipelines.jobs.sharded_output import ShardedOutput, shard_of
 from pipelines.models.locations import to_local_path
 from pipelines.models.source import resolve_model
+from pipelines.spark.cluster import default_parallelism, session_master
 from pipelines.spark.distinct_requests import CACHED_COL, REQUEST_COL, SECONDS_COL
+from pipelines.spark.filesystem import io_failure
 from pipelines.spark.worker_failures import (
     WorkerCrashError,
     check_worker_python,

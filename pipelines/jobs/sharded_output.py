@@ -15,9 +15,14 @@ import json
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines.jobs.filesystem import failure_reason, io_failure, output_filesystem
 from pipelines.jobs.output_guard import MANIFEST, OutputRefusedError, check_replaceable
-from pipelines.jobs.output_swap import SUCCESS, ReplaceableOutput
+from pipelines.jobs.output_swap import ReplaceableOutput
+from pipelines.spark.filesystem import (
+    SUCCESS,
+    failure_reason,
+    io_failure,
+    output_filesystem,
+)
 
 SHARD_COL = "shard"
 RETRY_DIR = "_retry"  # a retried shard is written here, then swapped in

@@ -69,34 +69,39 @@ def with_own_metadata(output_col: str, input_cols: list[str], per_text: int) -> 
 
 def run_distinct(dataset: DataFrame, *, input_cols: list[str], output_col: str, per_text: int, settings: str,
                  partitions: int, run: Callable[[DataFrame], DataFrame], cache=None, keep_request_cols: bool = False,
-                 keep_order: bool = True, column_metadata: dict | None = None) -> DataFrame:
+                 keep_order: bool = True, column_metadata: dict | None = None, rows_per_partition: int = 1) -> DataFrame:
     """`dataset` with `output_col` from `run` (a DataFrame -> DataFrame adding `output_col` and
     SECONDS_COL), where `run` sees each distinct request once, spread over `partitions`
     partitions. `cache` (a result_cache.ResultCache) serves requests it holds and keeps the new
-    ones. `keep_request_cols`: also return REQUEST_COL, SECONDS_COL and CACHED_COL. `keep_order`:
-    rows come back in their input partitions' order (as a row-by-row stage gives them; costs one
-    more shuffle of the rows)."""
+    ones, run in at most one partition per `rows_per_partition` of them. `keep_request_cols`:
+    also return REQUEST_COL, SECONDS_COL and CACHED_COL. `keep_order`: rows come back in their
+    input partitions' order (as a row-by-row stage gives them; costs one more shuffle of the rows)."""
     keyed = dataset.drop(output_col).withColumn(REQUEST_COL, request_key(input_cols, settings))
     if keep_order:
         keyed = keyed.withColumn(_PARTITION, F.spark_partition_id()).withColumn(_POSITION, F.monotonically_increasing_id())
     requests = keyed.select(REQUEST_COL, *[_id_only(c).alias(c) for c in input_cols]).dropDuplicates([REQUEST_COL])
-    kept = None
+    kept, results, run_partitions = None, None, max(partitions, 1)
     if cache is not None:
         kept = cache.entries(output_col)  # listed once: hits and misses see the same entries
         requests = requests.join(kept.select(F.col(KEY_COL).alias("_key")),
                                  cache.key(F.col(REQUEST_COL)) == F.col("_key"), "left_anti")
-    made = run(requests.repartition(partitions)).select(REQUEST_COL, output_col, SECONDS_COL)
-    if cache is not None:
-        made = cache.add(made, output_col)  # written and committed now; read back from there
-    results = made.withColumn(CACHED_COL, F.lit(False))
+        # A run over a grown table has few new requests: no more partitions than they fill (each
+        # loads the model on its worker), and none at all when the cache holds every request.
+        missing = requests.count()
+        run_partitions = min(run_partitions, -(-missing // max(rows_per_partition, 1)))
+    if run_partitions > 0:
+        made = run(requests.repartition(run_partitions)).select(REQUEST_COL, output_col, SECONDS_COL)
+        if cache is not None:
+            made = cache.add(made, output_col)  # written and committed now; read back from there
+        results = made.withColumn(CACHED_COL, F.lit(False))
     if kept is not None:
         wanted = keyed.select(REQUEST_COL).distinct().withColumn(KEY_COL, cache.key(F.col(REQUEST_COL)))
-        hits = kept.join(wanted, KEY_COL).select(REQUEST_COL, output_col, SECONDS_COL)
-        results = results.unionByName(hits.withColumn(CACHED_COL, F.lit(True)))
+        hits = kept.join(wanted, KEY_COL).select(REQUEST_COL, output_col, SECONDS_COL).withColumn(CACHED_COL, F.lit(True))
+        results = hits if results is None else results.unionByName(hits)
     joined = keyed.join(results, REQUEST_COL, "left")
     if keep_order:
         # Each input partition's rows back together, in their order (partitions may share one).
-        joined = joined.repartition(partitions, _PARTITION).sortWithinPartitions(_POSITION)
+        joined = joined.repartition(max(partitions, 1), _PARTITION).sortWithinPartitions(_POSITION)
     columns = [c for c in dataset.columns if c != output_col]
     out = joined.select(*columns, with_own_metadata(output_col, input_cols, per_text)
                         .alias(output_col, metadata=column_metadata or {}), REQUEST_COL, SECONDS_COL, CACHED_COL)

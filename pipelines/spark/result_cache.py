@@ -17,12 +17,17 @@ import uuid
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import BooleanType, DoubleType, StringType, StructField, StructType
+from pyspark.sql.types import (
+    BooleanType,
+    DoubleType,
+    StringType,
+    StructField,
+    StructType,
+)
 
-from pipelines.jobs.filesystem import output_filesystem
-from pipelines.jobs.output_swap import SUCCESS
 from pipelines.spark.annotation_schema import ANNOTATION_ARRAY_TYPE
 from pipelines.spark.distinct_requests import KEY_COL, REQUEST_COL, SECONDS_COL
+from pipelines.spark.filesystem import SUCCESS, output_filesystem
 
 SEGMENT_PREFIX = "segment="
 RESULT_COL = "result"  # the output annotations, whatever the annotator's outputCol

@@ -4,7 +4,7 @@ stores."""
 
 import pytest
 
-from pipelines.jobs.filesystem import ArrowFS, HadoopFS, output_filesystem, scheme_of
+from pipelines.spark.filesystem import ArrowFS, HadoopFS, output_filesystem, scheme_of
 
 
 def test_local_paths_go_through_pyarrow_and_object_stores_through_the_jvm_on_classic(spark, tmp_path):

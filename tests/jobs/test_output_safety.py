@@ -11,7 +11,6 @@ import pytest
 
 from pipelines.jobs import generate as generation_job
 from pipelines.jobs.config import config_from_dict
-from pipelines.jobs.filesystem import ArrowFS
 from pipelines.jobs.output_guard import (
     OutputRefusedError,
     check_apart,
@@ -20,6 +19,7 @@ from pipelines.jobs.output_guard import (
     overlaps,
 )
 from pipelines.jobs.output_swap import ReplaceableOutput
+from pipelines.spark.filesystem import ArrowFS
 from pipelines.spark.worker_failures import WorkerCrashError
 
 # --- paths compared as normalised URIs (no Spark) ---

@@ -85,6 +85,7 @@ def test_duplicates_run_once_and_every_row_gets_its_own_id(spark, tiny_model_dir
     assert written["requests_distinct"] == 6 and written["requests_generated"] == 6 and written["cache_hits"] == 0
 
 
+@pytest.mark.slow  # four jobs
 def test_duplicates_give_what_each_row_would_get_alone(spark, tiny_model_dir, tmp_path, recorded):
     """Greedy and seeded sampling with two samples: a duplicated table's rows equal the rows of the
     same prompts run without duplicates."""
@@ -103,8 +104,8 @@ def test_duplicates_give_what_each_row_would_get_alone(spark, tiny_model_dir, tm
             assert [g.result for g in together[f"dup-{i}"]["generation"]] == [g.result for g in alone[f"row-{i}"]["generation"]]
 
 
-@pytest.mark.parametrize("generation", [{}, {"do_sample": True, "random_seed": 3, "temperature": 1.3}],
-                         ids=["greedy", "sampled"])
+@pytest.mark.parametrize("generation", [{}, pytest.param({"do_sample": True, "random_seed": 3, "temperature": 1.3},
+                                                           marks=pytest.mark.slow)], ids=["greedy", "sampled"])
 def test_an_incremental_run_equals_a_full_run_and_runs_only_the_new_rows(spark, tiny_model_dir, tmp_path, recorded,
                                                                          generation):
     cache = tmp_path / "cache"
@@ -177,6 +178,7 @@ def test_rows_kept_with_an_error_are_not_served_from_the_cache(spark, tiny_model
     assert not any(r["error"] for r in retried.values()) and retried["row-2"]["cached"] is False
 
 
+@pytest.mark.slow  # three jobs of four shards
 def test_resume_after_a_failed_shard_runs_only_the_unfinished_shards(spark, tiny_model_dir, tmp_path, recorded,
                                                                      faults_file):
     from pyspark.sql import functions as F

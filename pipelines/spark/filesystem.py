@@ -14,8 +14,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipelines.jobs.session import is_spark_connect
 from pipelines.models.locations import to_local_path
+from pipelines.spark.cluster import is_spark_connect
+
+SUCCESS = "_SUCCESS"  # the marker Spark's commit protocol writes once a directory's files are all there
 
 # URI scheme -> the scheme pyarrow knows it by (Hadoop's s3a/s3n are S3).
 OBJECT_STORE_SCHEMES = {"s3": "s3", "s3a": "s3", "s3n": "s3", "gs": "gs", "gcs": "gs", "abfs": "abfs",
