@@ -179,7 +179,6 @@ class ShardedOutput:
             raise OutputWriteError(
                 f"could not write {self.path}/{name}: {io_failure(e) or failure_reason(e)[:300]}. Shards committed "
                 "so far are kept: once the cause is fixed (free space, permissions), rerun with output.mode=resume"
-                "once the cause is fixed (free space, permissions), rerun with output.mode=resume"
             ) from None
 
     def read(self) -> DataFrame:
