@@ -61,7 +61,8 @@ class ResultCache:
         return [f"{self.path}/{n}" for n in names if self.fs.exists(f"{self.path}/{n}/{SUCCESS}")]
 
     def entries(self, output_col: str) -> DataFrame:
-        """One served result per key (the first committed), as KEY_COL, `output_col`, SECONDS_COL."""
+        """One served result per key (any one: equal keys hold equal results), as KEY_COL, `output_col`,
+        SECONDS_COL."""
         segments = self.segments()
         stored = (self.spark.read.schema(SCHEMA).parquet(*segments) if segments
                   else self.spark.createDataFrame([], SCHEMA))
