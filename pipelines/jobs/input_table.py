@@ -64,11 +64,14 @@ def check_columns(df: DataFrame, settings: InputSettings) -> None:
             )
 
 
-def check_ids(df: DataFrame, id_col: str) -> None:
-    """Every row needs an id to be tracked exactly once; null ids are refused."""
-    nulls = df.where(F.col(id_col).isNull()).limit(1000).count()
+def count_rows(df: DataFrame, id_col: str) -> int:
+    """The input's rows, counted in the same pass that checks their ids: every row needs an id to
+    be tracked exactly once, so null ids are refused."""
+    totals = df.agg(F.count(F.lit(1)).alias("rows"), F.count(F.col(id_col)).alias("ids")).first()
+    nulls = totals["rows"] - totals["ids"]
     if nulls:
         raise InputError(
-            f"input column {id_col!r} has {nulls}{'+' if nulls == 1000 else ''} null ids; every row needs an id "
+            f"input column {id_col!r} has {nulls} null ids; every row needs an id "
             "(fill them, e.g. with monotonically_increasing_id(), or drop those rows)"
         )
+    return totals["rows"]

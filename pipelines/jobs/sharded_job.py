@@ -1,5 +1,6 @@
 """The part every batch job shares: transform the input shard by shard, commit each shard on its
-own, check that every input row came out once, and mark the output complete (output.mode
+own, check that every input row came out once (the summary's row count against the input's), and
+mark the output complete (output.mode
 retry_errors: transform again only the rows kept with an error, shard by shard).
 
 A job supplies the DataFrame -> DataFrame step and the manifest that must not change between a
@@ -18,7 +19,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.jobs.config import ConfigError, JobConfig
-from pipelines.jobs.input_table import check_ids, read_input
+from pipelines.jobs.input_table import count_rows, read_input
 from pipelines.jobs.output_guard import check_apart
 from pipelines.jobs.sharded_output import ShardedOutput, shard_of
 from pipelines.models.locations import to_local_path
@@ -39,7 +40,6 @@ log = logging.getLogger("pipelines.job")
 class ShardedRun:
     output: ShardedOutput
     written: DataFrame  # the whole output, read before it is committed
-    rows_in: int
     shards_written: list[int]  # by this run
     model_seconds: float  # time spent transforming and writing the shards of this run
 
@@ -55,8 +55,8 @@ def retry_split(output: ShardedOutput, id_col: str, shard: int, rows: DataFrame)
 
 def run_in_shards(spark: SparkSession, config: JobConfig, df: DataFrame, output: ShardedOutput, memory_plan: str,
                   transform: Callable[[DataFrame], DataFrame], shard_key: Column) -> ShardedRun:
-    """Write `transform(rows of shard s)` for every shard still to write, then check the row count.
-    The caller commits the output (after writing its summary into it)."""
+    """Write `transform(rows of shard s)` for every shard still to write. The caller checks the
+    output's row count and commits it (after writing its summary into it)."""
     pending = output.prepare()
     output.start()
     log.info("output %s: %d of %d shards to write", config.output.path, len(pending), config.output.shards)
@@ -82,16 +82,7 @@ def run_in_shards(spark: SparkSession, config: JobConfig, df: DataFrame, output:
             ) from None
         log.info("shard %d committed (%d/%d this run)", shard, n, len(pending))
     model_seconds = time.time() - started
-
-    written = output.read()
-    rows_in = df.count()
-    rows_out = written.count()
-    if rows_out != rows_in:
-        raise RuntimeError(
-            f"output {config.output.path} has {rows_out} rows for {rows_in} input rows; it was not marked "
-            "complete. Rerun with output.mode=resume or overwrite"
-        )
-    return ShardedRun(output, written, rows_in, pending, model_seconds)
+    return ShardedRun(output, output.read(), pending, model_seconds)
 
 
 def job_model(spark: SparkSession, config: JobConfig) -> str:
@@ -153,7 +144,7 @@ def run_model_job(spark: SparkSession, config: JobConfig, *, build_pipeline, man
         check_apart(config.cache.path, {"input.path": config.input.path, "output.path": config.output.path},
                     output_key="cache.path")
     df = read_input(spark, config.input)
-    check_ids(df, config.input.id_col)
+    rows_in = count_rows(df, config.input.id_col)
     model_path = job_model(spark, config)
     # Before anything is written: the model stage accepts its settings, and the model fits the
     # workers' memory (or memory_check: warn).
@@ -164,10 +155,15 @@ def run_model_job(spark: SparkSession, config: JobConfig, *, build_pipeline, man
     done = run_in_shards(spark, config, df, output, plan.describe() if plan is not None else "",
                          lambda shard_rows: transform(shard_rows, config, model_path), shard_key(config, model_path))
     summary = summarize(
-        done.written, config, rows_in=done.rows_in, shards_written=done.shards_written,
+        done.written, config, rows_in=rows_in, shards_written=done.shards_written,
         model_seconds=done.model_seconds, seconds=time.time() - started, master=session_master(spark),
         model_path=model_path,
     )
+    if summary.rows_out != rows_in:
+        raise RuntimeError(
+            f"output {config.output.path} has {summary.rows_out} rows for {rows_in} input rows; it was not marked "
+            "complete. Rerun with output.mode=resume or overwrite"
+        )
     output.write_summary(summary.to_json() + "\n")
     output.commit()
     return summary

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from pipelines.jobs.config import JobConfig
@@ -19,28 +19,37 @@ def render_table(rows: list[tuple[str, str]]) -> str:
     return "\n".join([line, *body, line])
 
 
-def request_counts(written: DataFrame) -> dict:
-    """Of the output's rows: distinct requests, those served from the result cache and those run,
-    and the model time saved (each row's request time, less that of the requests run)."""
-    cached, request, seconds = F.col("cached"), F.col("request"), F.coalesce(F.col("request_seconds"), F.lit(0.0))
-    totals = written.agg(
-        F.countDistinct(request).alias("distinct"),
-        F.countDistinct(F.when(cached, request)).alias("hits"),
-        F.countDistinct(F.when(~cached, request)).alias("run"),
-        F.coalesce(F.sum(seconds), F.lit(0.0)).alias("rows_seconds"),
-    ).first()
-    spent = written.where(~cached).dropDuplicates(["request"]).agg(F.coalesce(F.sum(seconds), F.lit(0.0))).first()[0]
-    return dict(requests_distinct=totals["distinct"], cache_hits=totals["hits"], requests_generated=totals["run"],
-                model_seconds_saved=round(max(totals["rows_seconds"] - spent, 0.0), 2))
-
-
-def run_here(written: DataFrame, shards_written) -> DataFrame:
-    """One row per request the model ran in this run: the shards this run wrote, less the rows
-    served from the result cache, one row per shared request."""
+def output_totals(written: DataFrame, shards_written, tokens_col: str, sums: dict[str, Column],
+                  by: str | None = None) -> tuple[dict, dict]:
+    """One pass over the output, request by request (the rows of a request share its result, so
+    `by`, a column of the result, is the same for all of them): each of `sums` (name -> a per-row
+    value) summed over the rows, in all and for each value of `by`; and what the summary says of
+    the requests: how many are distinct, served from the result cache and run, the model time saved
+    (each row's request time, less that of the requests run), and the `tokens_col` tokens this
+    run's shards generated (each request run once, cached rows not counted; equal requests share a
+    shard, as the jobs shard by the prompt)."""
     from pipelines.jobs.sharded_output import SHARD_COL
 
-    ran = written.where(F.col(SHARD_COL).isin(list(shards_written)) & ~F.col("cached"))
-    return ran.dropDuplicates([SHARD_COL, "request"])
+    cached, seconds = F.col("cached"), F.coalesce(F.col("request_seconds"), F.lit(0.0))
+    ran_here = F.col(SHARD_COL).isin(list(shards_written)) & ~cached
+    per_request = written.groupBy("request").agg(
+        F.max(cached.cast("int")).alias("hit"),
+        F.max((~cached).cast("int")).alias("run"),
+        F.sum(seconds).alias("rows_seconds"),
+        F.max(F.when(~cached, seconds)).alias("spent"),
+        F.max(F.when(ran_here, F.col(tokens_col))).alias("tokens_here"),
+        *[F.sum(value).alias(name) for name, value in sums.items()],
+        (F.first(by) if by else F.lit(None)).alias("by"),
+    )
+    names = ["hit", "run", "rows_seconds", "spent", "tokens_here", *sums]
+    groups = per_request.groupBy("by").agg(F.count(F.lit(1)).alias("distinct"),
+                                           *[F.sum(n).alias(n) for n in names]).collect()
+    totals = {n: sum(g[n] or 0 for g in groups) for n in ["distinct", *names]}
+    requests = dict(requests_distinct=totals["distinct"], cache_hits=int(totals["hit"]),
+                    requests_generated=int(totals["run"]),
+                    model_seconds_saved=round(max(totals["rows_seconds"] - totals["spent"], 0.0), 2))
+    return ({**{n: totals[n] for n in sums}, "tokens_this_run": int(totals["tokens_here"]), "requests": requests},
+            {g["by"]: {n: g[n] or 0 for n in sums} for g in groups})
 
 
 class _JobSummary:
@@ -112,14 +121,14 @@ class Summary(_JobSummary):
 def summarize(written: DataFrame, config: JobConfig, *, rows_in, shards_written, model_seconds, seconds,
               master, model_path) -> Summary:
 
-    totals = written.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.count("error").alias("errors"),
-        F.coalesce(F.sum("prompt_tokens"), F.lit(0)).alias("prompt_tokens"),
-        F.coalesce(F.sum("completion_tokens"), F.lit(0)).alias("completion_tokens"),
-    ).first()
-    this_run = run_here(written, shards_written).agg(F.coalesce(F.sum("completion_tokens"), F.lit(0))).first()[0]
-    reasons = {r["finish_reason"] or "none": r["count"] for r in written.groupBy("finish_reason").count().collect()}
+    totals, by_reason = output_totals(written, shards_written, "completion_tokens", {
+        "rows": F.lit(1),
+        "errors": F.col("error").isNotNull().cast("int"),
+        "prompt_tokens": F.col("prompt_tokens"),
+        "completion_tokens": F.col("completion_tokens"),
+    }, by="finish_reason")
+    reasons = {reason or "none": sums["rows"] for reason, sums in by_reason.items()}
+    this_run, requests = totals["tokens_this_run"], totals["requests"]
     fim = {}
     if "edit_similarity" in written.columns:
         language = F.col(config.input.language_col) if config.input.language_col else F.lit("all")
@@ -144,7 +153,7 @@ def summarize(written: DataFrame, config: JobConfig, *, rows_in, shards_written,
         wall_seconds=round(seconds, 2),
         tokens_per_second=round(this_run / model_seconds, 2) if model_seconds > 0 else 0.0,
         finish_reasons=reasons,
-        **request_counts(written),
+        **requests,
         model=model_path,
         master=master,
         output=config.output.path,
@@ -204,15 +213,15 @@ def summarize_scores(written: DataFrame, config: JobConfig, *, rows_in, shards_w
 
 
     scored = F.greatest(F.col("tokens") - 1, F.lit(0))
-    totals = written.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.count("error").alias("errors"),
-        F.count("perplexity").alias("with_perplexity"),
-        F.coalesce(F.sum("tokens"), F.lit(0)).alias("tokens"),
-        F.sum(F.when(F.col("error").isNull(), F.col("logprob"))).alias("logprob"),
-        F.sum(F.when(F.col("error").isNull(), scored)).alias("scored"),
-    ).first()
-    this_run = run_here(written, shards_written).agg(F.coalesce(F.sum("tokens"), F.lit(0))).first()[0]
+    totals, _ = output_totals(written, shards_written, "tokens", {
+        "rows": F.lit(1),
+        "errors": F.col("error").isNotNull().cast("int"),
+        "with_perplexity": F.col("perplexity").isNotNull().cast("int"),
+        "tokens": F.col("tokens"),
+        "logprob": F.when(F.col("error").isNull(), F.col("logprob")),
+        "scored": F.when(F.col("error").isNull(), scored),
+    })
+    this_run, requests = totals["tokens_this_run"], totals["requests"]
     # Within 0.1% of rank: exact on small tables, and bounded memory on any corpus (nulls are skipped).
     values = written.stat.approxQuantile("perplexity", list(PERPLEXITY_QUANTILES.values()), 0.001)
     defined = values and not any(math.isnan(v) for v in values)  # no document with a perplexity: none
@@ -232,7 +241,7 @@ def summarize_scores(written: DataFrame, config: JobConfig, *, rows_in, shards_w
         tokens_per_second=round(this_run / model_seconds, 2) if model_seconds > 0 else 0.0,
         corpus_perplexity=round(corpus, 4) if corpus is not None else None,
         perplexity_quantiles=quantiles,
-        **request_counts(written),
+        **requests,
         model=model_path,
         master=master,
         output=config.output.path,
