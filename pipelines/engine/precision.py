@@ -79,6 +79,8 @@ def describe_dtype(source: str, backend, dtype: str, device: str) -> str:
         return "dtype auto: the file's own quantised weights, as llama.cpp computes with them"
     if dtype != "auto":
         return f"dtype {dtype}" + (" (int8 weights, computed in float32)" if dtype == "int8" else "")
+    if backend.own_auto_dtype:
+        return f"dtype auto: the checkpoint is stored in {summarize_model(source).stored_dtype}; {backend.own_auto_dtype}"
     device_type = "cuda" if device == "cuda" else "cpu"
     chosen, why = auto_dtype(summarize_model(source).stored_dtype, device_type)
     where = "on a GPU" if device_type == "cuda" else "on this machine's CPU"
