@@ -130,6 +130,41 @@ def median_of(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
+# Per workload: ratio name -> (this checkout's run key, the other side's run key); and the run keys
+# whose medians are reported, under their names in results["medians"].
+RATIOS = {
+    "incremental": {
+        "day2_vs_full_model": ("day2_model_seconds", "full_model_seconds"),
+        "day2_vs_full_engine": ("day2_engine_seconds", "full_engine_seconds"),
+        "day2_vs_full_generation": ("day2_generation_seconds", "full_generation_seconds"),
+    },
+    "duplicates": {
+        "duplicates_vs_baseline_model": ("ours_model_seconds", "baseline_model_seconds"),
+        "duplicates_vs_baseline_generation": ("ours_generation_seconds", "baseline_generation_seconds"),
+    },
+}
+MEDIANS = {
+    "incremental": {k: k for k in ("day2_model_seconds", "full_model_seconds", "day2_generation_seconds",
+                                   "full_generation_seconds")},
+    "duplicates": {f"{side}_duplicates_{what}_seconds": f"{side}_{what}_seconds"
+                   for side in ("ours", "baseline") for what in ("model", "generation")},
+}
+
+
+def medians(results: dict) -> dict:
+    """Each ratio as the ratio of the two sides' medians, each run's ratio beside it, and the medians."""
+    out = {}
+    for workload, ratios in RATIOS.items():
+        runs = results[workload]
+        if not runs:
+            continue
+        for name, (ours, other) in ratios.items():
+            out[name] = median_of(runs, ours) / median_of(runs, other)
+            out[f"{name}_runs"] = [round(r[ours] / r[other], 4) for r in runs]
+        out.update({name: median_of(runs, key) for name, key in MEDIANS[workload].items()})
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=128, help="distinct prompts of day 1 and of the duplicates corpus")
@@ -212,34 +247,10 @@ def main(argv=None) -> int:
                 log(f"  model time: ours {ours['model_seconds']:.1f}s vs baseline {today['model_seconds']:.1f}s; job: "
                     f"{ours['generation_seconds']:.1f}s vs {today['generation_seconds']:.1f}s; {equal}/{rows} rows equal")
 
-        inc, dup = results["incremental"], results["duplicates"]
-        medians = {}
-        if inc:
-            medians.update({
-                "day2_vs_full_model": median_of(inc, "day2_model_seconds") / median_of(inc, "full_model_seconds"),
-                "day2_vs_full_engine": median_of(inc, "day2_engine_seconds") / median_of(inc, "full_engine_seconds"),
-                "day2_vs_full_generation": (median_of(inc, "day2_generation_seconds")
-                                            / median_of(inc, "full_generation_seconds")),
-                "day2_model_seconds": median_of(inc, "day2_model_seconds"),
-                "full_model_seconds": median_of(inc, "full_model_seconds"),
-                "day2_generation_seconds": median_of(inc, "day2_generation_seconds"),
-                "full_generation_seconds": median_of(inc, "full_generation_seconds"),
-            })
-        if dup:
-            medians.update({
-                "duplicates_vs_baseline_model": (median_of(dup, "ours_model_seconds")
-                                                  / median_of(dup, "baseline_model_seconds")),
-                "duplicates_vs_baseline_generation": (median_of(dup, "ours_generation_seconds")
-                                                       / median_of(dup, "baseline_generation_seconds")),
-                "ours_duplicates_model_seconds": median_of(dup, "ours_model_seconds"),
-                "baseline_duplicates_model_seconds": median_of(dup, "baseline_model_seconds"),
-                "ours_duplicates_generation_seconds": median_of(dup, "ours_generation_seconds"),
-                "baseline_duplicates_generation_seconds": median_of(dup, "baseline_generation_seconds"),
-            })
-        results["medians"] = medians
+        results["medians"] = medians(results)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-        print(json.dumps(medians, indent=2))
+        print(json.dumps(results["medians"], indent=2))
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], cwd=ROOT, capture_output=True)
     return 0

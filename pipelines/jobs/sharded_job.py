@@ -1,7 +1,7 @@
 """The part every batch job shares: transform the input shard by shard, commit each shard on its
 own, check that every input row came out once (the summary's row count against the input's), and
-mark the output complete (output.mode
-retry_errors: transform again only the rows kept with an error, shard by shard).
+mark the output complete (output.mode retry_errors: transform again only the rows kept with an
+error, shard by shard).
 
 A job supplies the DataFrame -> DataFrame step and the manifest that must not change between a
 run and its resume; the shards, resume, worker-failure messages and the final row count check
