@@ -8,6 +8,8 @@ from pipelines.engine.generate import (
     generate_batch,
     generate_requests,
     left_pad,
+    prefill_groups,
+    PASS_COST_TOKENS,
 )
 from pipelines.engine.params import GenerationParams
 
@@ -65,6 +67,37 @@ def test_prefill_in_chunks_gives_the_same_greedy_output(engine, prompts):
     chunked = generate_batch(engine.model, prompts, params, 0, engine.device, prefill_chunk_tokens=rows * 37)
     assert width > 3 * 37  # several chunks, each narrower than the window
     assert [o.token_ids for o in chunked] == [o.token_ids for o in whole]
+
+
+def test_prompts_join_a_prefill_pass_only_while_their_pads_cost_less_than_a_pass():
+    assert prefill_groups([20] * 6) == [list(range(6))]  # equal lengths: one pass, no pads
+    # Shortest first; 300 -> 305 -> 310 adds 5 then 2 x 5 pads; 900 alone; 50..52 together.
+    assert prefill_groups([300, 50, 305, 310, 900, 52, 51]) == [[1, 6, 5], [0, 2, 3], [4]]
+    # A prompt that would add more pads than a pass costs starts a pass of its own.
+    assert prefill_groups([10, 10, 10 + PASS_COST_TOKENS // 2 + 1]) == [[0, 1], [2]]
+    assert prefill_groups([]) == []
+
+
+def test_prompts_of_very_different_lengths_are_prefilled_without_pads(engine, prompts, monkeypatch):
+    """Each pass's pads stay within what a pass costs, and the tokens are those of transformers'
+    left-padded batch."""
+    from pipelines.engine import generate as generate_module
+
+    passes, real = [], generate_module.prefill_rows
+
+    def counting(model, batch, *args, **kwargs):
+        passes.append([len(p) for p in batch])
+        return real(model, batch, *args, **kwargs)
+
+    monkeypatch.setattr(generate_module, "prefill_rows", counting)
+    ours = generate_batch(engine.model, prompts, GenerationParams(max_output_length=20), 0, engine.device)
+    assert sorted(n for p in passes for n in p) == sorted(map(len, prompts)), "each prompt prefilled once"
+    assert len(passes) > 1
+    for lengths in passes:
+        assert len(lengths) * max(lengths) - sum(lengths) <= PASS_COST_TOKENS * (len(lengths) - 1)
+    theirs = hf_generate(engine.model, prompts, max_new_tokens=20, do_sample=False)
+    for out, ref in zip(ours, theirs):
+        assert out.token_ids == ref[: len(out.token_ids)]
 
 
 def test_repetition_penalty_matches_transformers(engine, prompts):
