@@ -21,7 +21,7 @@ Cold: each timed run is a fresh process (a fresh server), prompt caching off, wa
 outside the timed set. Reported: generated tokens/s (tokens generated / seconds from the first
 request to the last answer; loading not counted), load seconds, peak RSS of the process that runs
 the model, and how many completions equal llama-server's on the same file (the engines that run
-the same weights). Results: --out/peers.json, and the README table.
+the same weights). Results: --out/--name (bench/results/peers.json), and the README table.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def run_ours_pipeline(source: str, prompts: list[str], new_tokens: int, work: Pa
             "input": {"path": table, "id_col": "id", "text_col": "prompt"},
             "model": {"source": source, "engine": "vllm", "dtype": "bfloat16", "prefix_caching": False,
                       "kv_cache_gb": VLLM_KV_CACHE_GB},
-            "generation": {"max_output_length": n, "return_full_text": False},
+            "generation": {"max_output_length": n},  # every other setting the default (returnFullText too)
             "output": {"path": table + "-out", "shards": 1, "partitions_per_shard": 1},
         })), table + "-out"
 
@@ -277,6 +277,7 @@ def main() -> int:
     parser.add_argument("--parallel", type=int, default=16, help="llama-server's slots")
     parser.add_argument("--engines", default=",".join(ENGINES), help=f"of {', '.join(ENGINES)}")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--name", default="peers.json", help="the results file, in --out")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: one timed run in a fresh process
     parser.add_argument("--source", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -348,7 +349,7 @@ def main() -> int:
         "engines": {n: {k: v for k, v in r.items() if k != "texts"} for n, r in results.items()},
     }
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "peers.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (Path(args.out) / args.name).write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     print(markdown_table(summary))
     return 0

@@ -264,13 +264,14 @@ class HasModelParams(HasBatchedAnnotate):
     RESULT_NEUTRAL = ("batch_size", "max_batch_tokens")
 
     def run_requests(self, dataset, params, make_runner, per_text: int, keep_request_cols: bool = False,
-                     partitions: int | None = None, keep_order: bool = True):
+                     partitions: int | None = None, keep_order: bool = True, cut=None):
         """`_transform` for a model annotator: every distinct request of `dataset` runs once
         (spark.distinct_requests), served from and added to the result cache when cachePath is set.
         `make_runner(spec, memory_plan_text)` makes the partition mapper; `params` are the typed
         settings it runs with (made once: an unset randomSeed is drawn once per transform). The
         requests run in `partitions` partitions (default: as many as `dataset` has); `keep_order`:
-        rows come back in their input partitions' order."""
+        rows come back in their input partitions' order; `cut(spec)`: the texts -> request texts
+        function (spark.distinct_requests.with_request_key), where what the model runs of a text is its request."""
         from pipelines.spark.annotation_schema import annotator_metadata
         from pipelines.spark.cluster import default_parallelism, is_spark_connect
         from pipelines.spark.distinct_requests import SECONDS_COL, run_distinct
@@ -291,7 +292,7 @@ class HasModelParams(HasBatchedAnnotate):
             dataset, input_cols=self.getInputCols(), output_col=self.getOutputCol(), per_text=per_text,
             settings=settings, partitions=partitions, cache=cache, keep_request_cols=keep_request_cols,
             keep_order=keep_order, column_metadata=annotator_metadata(self.outputAnnotatorType),
-            rows_per_partition=self.getBatchSize(),
+            rows_per_partition=self.getBatchSize(), cut=cut(spec) if cut is not None else None,
             run=lambda requests: self.map_partitions(requests, make_runner, seconds_col=SECONDS_COL),
         )
 

@@ -123,6 +123,7 @@ class StarCoderTransformer(
                            partitions: int | None = None, keep_order: bool = True) -> DataFrame:
         """`transform`, each distinct prompt generated once (`keep_request_cols`: with the request
         key, its model time and whether it came from the result cache: spark.distinct_requests)."""
+        from pipelines.engine.tokenizer import CutPrompts
         from pipelines.spark.partition_generation import PartitionGenerator
 
         params = self.generation_params()
@@ -136,4 +137,5 @@ class StarCoderTransformer(
             max_batch_tokens=self.getMaxBatchTokens(),
             memory_plan=memory_plan,
         ), per_text=params.n_return_sequences, keep_request_cols=keep_request_cols, partitions=partitions,
-            keep_order=keep_order)
+            keep_order=keep_order,
+            cut=(lambda spec: CutPrompts(spec.source, params.max_input_length)) if params.cut_prompt_is_request else None)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pipelines.faults as faults
 from pipelines.engine.backends import Backend, Request, choose_backend
 from pipelines.engine.params import GenerationParams, InvalidParamError, ModelSpec
-from pipelines.engine.tokenizer import CodeTokenizer
+from pipelines.engine.tokenizer import CodeTokenizer, keep_end
 from pipelines.models.source import model_forms
 
 FINISH_EMPTY = "empty_input"
@@ -128,7 +128,7 @@ class GenerationEngine:
         encoded = self.tokenizer.encode_batch(prompts)
         limit = params.max_input_length
         truncated = [len(ids) > limit for ids in encoded]
-        encoded = [ids[-limit:] for ids in encoded]  # keep the end: that is where completion happens
+        encoded = [keep_end(ids, limit) for ids in encoded]
 
         # Greedy output depends on the tokens alone: an exact duplicate is generated once.
         first_of = {}

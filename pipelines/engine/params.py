@@ -98,6 +98,14 @@ class GenerationParams:
     # field name -> annotator param name, for messages users can act on (from the declarations above)
     PARAM_NAMES: ClassVar[dict[str, str]]
 
+    @property
+    def cut_prompt_is_request(self) -> bool:
+        """Whether what the model runs of a prompt (its last maxInputLength tokens) is the row's
+        request, so that prompts equal after the cut share a result: for greedy rows whose result
+        holds no prompt text. With returnFullText the result holds the whole prompt; a sampled row's
+        seed comes from its whole prompt."""
+        return not self.do_sample and not self.return_full_text
+
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)

@@ -8,6 +8,8 @@ rules from its config files; a GGUF file's from its own vocabulary (gguf_vocab c
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from pipelines.models.families import FimFormat, fim_format_for
@@ -118,3 +120,35 @@ def _as_list(value) -> list[int] | None:
     if value is None:
         return None
     return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
+
+
+def keep_end(ids: list[int], limit: int) -> list[int]:
+    """A prompt cut to its last `limit` tokens: completion happens at its end."""
+    return ids[-limit:]
+
+
+@lru_cache(maxsize=4)
+def _tokenizer_of(source: str) -> CodeTokenizer:
+    return CodeTokenizer.for_model(source)
+
+
+@dataclass(frozen=True)
+class CutPrompts:
+    """Prompt texts -> the texts their requests are keyed by: "text:" and the prompt, or, for a
+    prompt longer than `max_input_length` tokens, "ids:" and the ids of the tokens the model runs.
+    Texts of fewer than max_input_length UTF-8 bytes are not tokenised: a token holds at least one
+    byte, and BOS one token."""
+
+    source: str  # the resolved model source whose tokenizer the engine runs
+    max_input_length: int
+
+    def __call__(self, texts: list[str]) -> list[str]:
+        keys = []
+        for text in texts:
+            if text is None or len(text.encode("utf-8")) < self.max_input_length:
+                keys.append(None if text is None else "text:" + text)
+                continue
+            ids = _tokenizer_of(self.source).encode(text)
+            keys.append("text:" + text if len(ids) <= self.max_input_length else
+                        "ids:" + " ".join(map(str, keep_end(ids, self.max_input_length))))
+        return keys

@@ -80,6 +80,22 @@ def prompt_column(config: JobConfig, model_path: str | None = None):
     return F.col(i.text_col)
 
 
+def shard_end_chars(config: JobConfig) -> int | None:
+    """Where prompts equal after the cut to maxInputLength share a request (GenerationParams.
+    cut_prompt_is_request), rows are sharded by their prompt's last maxInputLength // 4 characters,
+    so that such prompts meet in one shard: their last maxInputLength tokens are at least as many
+    bytes, at the end of both; otherwise (None) by the whole prompt."""
+    params = build_pipeline(config).getStages()[-1].generation_params()
+    return max(1, params.max_input_length // 4) if params.cut_prompt_is_request else None
+
+
+def shard_column(config: JobConfig, model_path: str | None = None):
+    """A row's shard key: its prompt, or the prompt's end (shard_end_chars)."""
+    end = shard_end_chars(config)
+    prompt = prompt_column(config, model_path)
+    return prompt if end is None else F.substring(prompt, -end, end)
+
+
 def with_prompt(df: DataFrame, config: JobConfig, model_path: str | None = None) -> DataFrame:
     return df.withColumn(PROMPT_COL, prompt_column(config, model_path))
 
@@ -163,13 +179,13 @@ def manifest(config: JobConfig, model_path: str) -> dict:
         "id_col": config.input.id_col,
         "model": model_path,
         "generation": fingerprint,
-        "shard_key": "prompt",
+        "shard_key": "prompt" if shard_end_chars(config) is None else f"prompt's last {shard_end_chars(config)} characters",
     }
 
 
 def run(spark: SparkSession, config: JobConfig) -> Summary:
     return run_model_job(spark, config, build_pipeline=build_pipeline, manifest=manifest, transform=generations,
-                         summarize=summarize, shard_key=prompt_column)
+                         summarize=summarize, shard_key=shard_column)
 
 
 def main(argv=None) -> int:

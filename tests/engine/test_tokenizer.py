@@ -6,7 +6,8 @@ import pytest
 from conftest import DATA
 
 from pipelines.engine.gguf_vocab import build_tokenizer, read_gguf_vocab
-from pipelines.engine.tokenizer import BUNDLED_TOKENIZER_DIR, CodeTokenizer
+from pipelines.engine import tokenizer as tokenizer_module
+from pipelines.engine.tokenizer import BUNDLED_TOKENIZER_DIR, CodeTokenizer, CutPrompts
 
 VOCAB_DIR = DATA / "starcoder2-vocab"
 SEPARATOR = "\n__ggml_vocab_test__\n"
@@ -69,3 +70,23 @@ def test_converter_refuses_a_non_bpe_gguf(tmp_path):
     writer.close()
     with pytest.raises(ValueError, match="only byte-level BPE"):
         read_gguf_vocab(path)
+
+
+def test_prompts_are_keyed_by_what_the_model_runs_of_them(monkeypatch):
+    """Texts too short to pass maxInputLength are keyed as they are, untokenised; longer prompts by
+    their last maxInputLength token ids, so that prompts differing only in what is cut share a key."""
+    cut = CutPrompts(str(BUNDLED_TOKENIZER_DIR), 12)
+    tail = "def f(x):\n    return x * 2\n" * 3
+    tok = CodeTokenizer.from_dir(BUNDLED_TOKENIZER_DIR)
+    assert len(tok.encode(tail)) > 12
+    a, b = cut(["import os\n" + tail, "x = [1, 2]\n" + tail])
+    assert a == b == "ids:" + " ".join(map(str, tok.encode(tail)[-12:]))
+    assert cut(["x = 1\n" + tail])[0] != cut(["x = 1\n" + tail[:-3]])[0]
+    # 12 bytes or more but at most 12 tokens: not cut, keyed by its text
+    assert len(tok.encode("a" * 24)) <= 12 and cut(["a" * 24]) == ["text:" + "a" * 24]
+
+    def no_tokenizer(source):
+        raise AssertionError("a text of fewer bytes than maxInputLength was tokenised")
+
+    monkeypatch.setattr(tokenizer_module, "_tokenizer_of", no_tokenizer)
+    assert cut(["def g(y):\n", None]) == ["text:def g(y):\n", None]

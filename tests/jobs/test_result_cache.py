@@ -104,6 +104,34 @@ def test_duplicates_give_what_each_row_would_get_alone(spark, tiny_model_dir, tm
             assert [g.result for g in together[f"dup-{i}"]["generation"]] == [g.result for g in alone[f"row-{i}"]["generation"]]
 
 
+def test_prompts_equal_after_the_cut_to_max_input_length_are_one_request(spark, tiny_model_dir, tmp_path, recorded):
+    """Greedy rows whose result holds no prompt text: prompts whose last maxInputLength tokens are
+    equal are one request (the engine runs a prompt's end), wherever the shards put them, and get
+    what each gets alone; with returnFullText each prompt is a request of its own."""
+    tail = "def f(x):\n    return x * 2\n" * 3
+    rows = [("a", "import os\n" + tail), ("b", "x = [1, 2]\n" + tail), ("short", "def g(y):\n")]
+    src = str(tmp_path / "in")
+    spark.createDataFrame(rows, "id string, prompt string").repartition(3).write.parquet(src)
+    cut = {"max_input_length": 12, "return_full_text": False}
+    summary = generation_job.run(spark, config(src, tmp_path / "out", tiny_model_dir, generation=cut, shards=4))
+    assert len(recorded()) == 2 and summary.requests_distinct == 2
+    out = rows_by_id(spark, tmp_path / "out")
+    assert out["a"]["request"] == out["b"]["request"] != out["short"]["request"]
+    assert out["a"]["truncated"] and out["b"]["truncated"] and not out["short"]["truncated"]
+    alone = str(tmp_path / "alone")
+    spark.createDataFrame(rows[1:2], "id string, prompt string").write.parquet(alone)
+    generation_job.run(spark, config(alone, tmp_path / "out-alone", tiny_model_dir, generation=cut))
+    assert out["a"]["completion"] == out["b"]["completion"] == rows_by_id(spark, tmp_path / "out-alone")["b"]["completion"]
+
+    recorded.clear()
+    full = generation_job.run(spark, config(src, tmp_path / "out-full", tiny_model_dir,
+                                            generation={**cut, "return_full_text": True}, shards=4))
+    assert len(recorded()) == 3 and full.requests_distinct == 3
+    full_rows = rows_by_id(spark, tmp_path / "out-full")
+    assert full_rows["a"]["generation"][0].result.startswith("import os\n")
+    assert full_rows["b"]["generation"][0].result.startswith("x = [1, 2]\n")
+
+
 @pytest.mark.parametrize("generation", [{}, pytest.param({"do_sample": True, "random_seed": 3, "temperature": 1.3},
                                                            marks=pytest.mark.slow)], ids=["greedy", "sampled"])
 def test_an_incremental_run_equals_a_full_run_and_runs_only_the_new_rows(spark, tiny_model_dir, tmp_path, recorded,
