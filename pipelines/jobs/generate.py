@@ -174,12 +174,13 @@ def manifest(config: JobConfig, model_path: str) -> dict:
     """What must not change between a run and its resume."""
     settings = {k: v for k, v in config.generation.__dict__.items() if k not in ("batch_size", "max_batch_tokens")}
     fingerprint = hashlib.sha256(repr(sorted(settings.items())).encode()).hexdigest()[:16]
+    end = shard_end_chars(config)
     return {
         "input": config.input.path,
         "id_col": config.input.id_col,
         "model": model_path,
         "generation": fingerprint,
-        "shard_key": "prompt" if shard_end_chars(config) is None else f"prompt's last {shard_end_chars(config)} characters",
+        "shard_key": "prompt" if end is None else f"prompt's last {end} characters",
     }
 
 
